@@ -1,0 +1,42 @@
+"""icnn-bench: compare PGD, softplus and the lift for training input-convex neural networks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from icnn_bench.errors import ConfigError, DataError
+from icnn_bench.models.ebm import EnergyModel
+
+__version__ = "0.1.0"
+
+
+def load_run(run_dir: str | Path) -> EnergyModel:
+    """The trained model of a finished run, with `log_prob(x)` and `energy(x)`.
+
+    Evaluation uses the run's pinned emission (for the lift: the summary pooled over the
+    training split), so the model is one fixed, normalised convex energy.
+    """
+    from icnn_bench.build import energy_model_from_config, target_from_config
+
+    run_dir = Path(run_dir)
+    result_path, weights_path = run_dir / "result.json", run_dir / "weights.pt"
+    for path in (run_dir / "config.yaml", result_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; is {run_dir} a finished run folder?")
+    status = json.loads(result_path.read_text()).get("status")
+    if status != "ok" or not weights_path.exists():
+        raise FileNotFoundError(f"{run_dir} holds no trained weights (run status: {status})")
+    config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    target = target_from_config(config["target"])
+    model = energy_model_from_config(config, target, config["seed"])
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    model.source.load_state_dict(state["source"])
+    model.source.set_pinned(state["pinned"])
+    return model.eval()
+
+
+__all__ = ["ConfigError", "DataError", "EnergyModel", "__version__", "load_run"]

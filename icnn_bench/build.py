@@ -1,0 +1,113 @@
+"""Plain config dicts -> objects. Shared by the runner and `load_run`; knows nothing of Hydra."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from icnn_bench.errors import ConfigError
+from icnn_bench.methods import build_method
+from icnn_bench.models.ebm import EnergyModel
+from icnn_bench.models.icnn import ICNNSpec, init_params
+from icnn_bench.objectives.quadrature import QuadratureLogZ
+from icnn_bench.targets import Target, build_target
+
+MODELS = ("icnn",)
+LOG_Z_ESTIMATORS = ("quadrature",)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    grad_clip: float | None = 1.0
+    eval_every: int = 200
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "eval_every"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"trainer.{key}={value!r} must be a positive integer")
+        if not _positive_number(self.lr):
+            raise ConfigError(f"trainer.lr={self.lr!r} must be a positive number")
+        if self.grad_clip is not None and not _positive_number(self.grad_clip):
+            raise ConfigError(f"trainer.grad_clip={self.grad_clip!r} must be positive or null")
+        if not (_positive_number(self.weight_decay) or self.weight_decay == 0):
+            raise ConfigError(f"trainer.weight_decay={self.weight_decay!r} must be >= 0")
+        if self.eval_every > self.steps:
+            raise ConfigError(
+                f"trainer.eval_every={self.eval_every} exceeds trainer.steps={self.steps}"
+            )
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> TrainerSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in cfg.items() if k in known})
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise ConfigError(f"device={name!r}; choose one of: {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but this machine has no CUDA device; use device=cpu")
+    return torch.device(name)
+
+
+def target_from_config(target_cfg: dict[str, Any]) -> Target:
+    return build_target(target_cfg["name"], target_cfg.get("params"))
+
+
+def spec_from_config(model_cfg: dict[str, Any], dim: int) -> ICNNSpec:
+    name = model_cfg.get("name", "icnn")
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return ICNNSpec(
+        dim=dim, width=model_cfg["width"], depth=model_cfg["depth"], alpha=model_cfg["alpha"]
+    )
+
+
+def log_z_from_config(model_cfg: dict[str, Any], target: Target) -> QuadratureLogZ:
+    log_z_cfg = dict(model_cfg.get("log_z") or {})
+    estimator = log_z_cfg.pop("estimator", "quadrature")
+    if estimator not in LOG_Z_ESTIMATORS:
+        raise ConfigError(
+            f"model.log_z.estimator={estimator!r}; choose one of: {', '.join(LOG_Z_ESTIMATORS)}"
+        )
+    box = target.box()
+    if box is None:
+        raise ConfigError(f"target {target.name} has no quadrature box; quadrature needs one")
+    try:
+        return QuadratureLogZ(box, **log_z_cfg)
+    except TypeError as error:
+        raise ConfigError(f"model.log_z: {error}") from None
+
+
+def energy_model_from_config(config: dict[str, Any], target: Target, seed: int) -> EnergyModel:
+    """The ICNN EBM with its weight source, initialised deterministically from `seed`."""
+    model_cfg = config["model"]
+    spec = spec_from_config(model_cfg, target.dim)
+    init = init_params(spec, model_cfg.get("init", "folded_normal"), _generator(seed))
+    method_cfg = dict(config["method"])
+    method_name = method_cfg.pop("name")
+    torch.manual_seed(seed)  # the lift's body draws its init from the global stream
+    try:
+        source = build_method(method_name, spec, init, **method_cfg)
+    except TypeError as error:
+        raise ConfigError(f"method {method_name}: {error}") from None
+    return EnergyModel(spec, source, log_z_from_config(model_cfg, target))
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)

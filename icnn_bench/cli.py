@@ -1,0 +1,113 @@
+"""Command-line entry points. The only module (with conf/) that knows about Hydra."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from icnn_bench import io, train
+from icnn_bench.sinks.console import ConsoleSink
+
+CONF_DIR = Path(__file__).parent / "conf"
+GROUPS = ("target", "model", "method", "trainer", "logger", "experiment")
+
+
+def available(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def unknown_choice(argv: list[str]) -> str | None:
+    """One-line message for the first `group=name` override naming no config, else None."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key not in GROUPS or "(" in value:
+            continue
+        for choice in value.split(","):
+            if choice and choice not in available(key):
+                return f"unknown {key} {choice!r}; choose one of: {', '.join(available(key))}"
+    return None
+
+
+def run_task(cfg: DictConfig) -> float | None:
+    """One Hydra job = one run folder."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    sinks = [ConsoleSink(progress=cfg.logger.get("progress", "auto"))]
+    result = train.run(config, run_dir, sinks)
+    if hydra_cfg.mode == RunMode.RUN:
+        print(f"run folder: {run_dir}")
+        if result["status"] != "ok":
+            sys.exit(1)
+    value = result.get("val_nll")
+    return float(value) if value is not None else None
+
+
+class ReportCallback(Callback):
+    """After a multirun, aggregate its sweep folder and print the comparison table."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from icnn_bench.report import make_report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            report = make_report(sweep_dir)
+        except FileNotFoundError as error:
+            print(f"icnn-bench: no report: {error}", file=sys.stderr)
+            return
+        _print_report(report)
+
+
+def _print_report(report) -> None:
+    print()
+    print(_first_table(report.table_markdown))
+    print(f"\n{report.n_runs} runs aggregated; full tables and figures:")
+    for path in report.files:
+        print(f"  {path}")
+
+
+def _first_table(markdown: str) -> str:
+    """The headline (first) metric table of table.md, for the terminal."""
+    sections = markdown.split("\n## ")
+    return "## " + sections[1].strip() if len(sections) > 1 else markdown
+
+
+_hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_task)
+
+
+def main() -> None:
+    problem = unknown_choice(sys.argv[1:])
+    if problem is not None:
+        print(f"icnn-bench: {problem}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+def report_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="icnn-bench-report",
+        description="Aggregate a sweep folder into summary.csv, table.md and figures.",
+    )
+    parser.add_argument("sweep_dir", type=Path, help="folder holding run folders (any depth)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: sweep_dir)")
+    args = parser.parse_args(argv)
+    from icnn_bench.report import make_report
+
+    try:
+        report = make_report(args.sweep_dir, args.out)
+    except FileNotFoundError as error:
+        print(f"icnn-bench-report: {error}", file=sys.stderr)
+        sys.exit(2)
+    _print_report(report)

@@ -1,0 +1,47 @@
+"""Log-concave energy-based model p(x) = exp(-E(x)) / Z with an ICNN energy."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from icnn_bench.methods.base import WeightSource
+from icnn_bench.models import icnn
+from icnn_bench.objectives.quadrature import QuadratureLogZ
+
+
+class EnergyModel(nn.Module):
+    """An ICNN energy whose tensors come from a weight source; log Z from an estimator."""
+
+    def __init__(self, spec: icnn.ICNNSpec, source: WeightSource, log_z: QuadratureLogZ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.source = source
+        self.log_z_estimator = log_z
+
+    def nll_loss(self, batch: Tensor) -> Tensor:
+        """Training objective: mean E(batch) + log Z, both with the weights emitted for batch."""
+        params = self.source(batch)
+        mean_energy = icnn.energy(params, batch, self.spec).mean()
+        return mean_energy + self.log_z_estimator(self._energy_fn(params), training=True)
+
+    def energy(self, x: Tensor) -> Tensor:
+        """E(x) under the evaluation (pinned) weights."""
+        return icnn.energy(self._eval_params(), x, self.spec)
+
+    @torch.no_grad()
+    def log_z(self) -> Tensor:
+        return self.log_z_estimator(self._energy_fn(self._eval_params()), training=False)
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Normalised log-density under the evaluation (pinned) weights."""
+        return -self.energy(x) - self.log_z()
+
+    def _eval_params(self) -> dict[str, Tensor]:
+        if self.source.pinned is None:
+            raise RuntimeError("evaluation needs a pinned emission: call model.source.pin(train)")
+        return self.source.pinned
+
+    def _energy_fn(self, params: dict[str, Tensor]):
+        return lambda y: icnn.energy(params, y, self.spec)

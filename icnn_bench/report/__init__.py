@@ -1,0 +1,47 @@
+"""Sweep folder -> summary.csv, runs.csv, table.md and figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from icnn_bench import io
+from icnn_bench.report.collect import collect_runs, read_curves
+from icnn_bench.report.figures import curve_figure, density_figure
+from icnn_bench.report.tables import comparison_markdown, summarise
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    n_runs: int
+    table_markdown: str
+    files: list[Path] = field(default_factory=list)
+
+
+def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
+    """Aggregate every run folder below sweep_dir; writes into out_dir (default: sweep_dir)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist")
+    out_dir = Path(out_dir) if out_dir is not None else sweep_dir
+    runs = collect_runs(sweep_dir)
+    if runs.empty:
+        raise FileNotFoundError(f"no run folders (result.json or config.yaml) below {sweep_dir}")
+    summary = summarise(runs)
+    markdown = comparison_markdown(summary, f"icnn-bench comparison: {sweep_dir.name}")
+    files = [out_dir / "runs.csv", out_dir / "summary.csv", out_dir / "table.md"]
+    io.write_csv(files[0], runs)
+    io.write_csv(files[1], summary)
+    io.write_text(files[2], markdown)
+    curves = read_curves(runs)
+    made = [
+        curve_figure(curves, "val_nll", "validation NLL (nats)", out_dir / "loss_curves.png"),
+        curve_figure(curves, "dead_frac", "dead fraction", out_dir / "dead_fraction.png"),
+        density_figure(runs, out_dir / "densities.png"),
+    ]
+    files += [p for p in made if p is not None]
+    return Report(out_dir=out_dir, n_runs=len(runs), table_markdown=markdown, files=files)
+
+
+__all__ = ["Report", "make_report"]

@@ -1,0 +1,129 @@
+"""Figures from run-folder files: curves with a band over seeds, and 1-D densities."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from icnn_bench import io  # noqa: E402
+from icnn_bench.report.tables import method_order  # noqa: E402
+
+COLOURS = {"pgd": "tab:blue", "softplus": "tab:orange", "lift": "tab:green"}
+
+
+def _colour(method: str, index: int) -> str:
+    return COLOURS.get(method, f"C{3 + index}")
+
+
+def _panels(n: int, width: float = 3.6, height: float = 2.8):
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def curve_figure(
+    curves: pd.DataFrame, metric: str, ylabel: str, path: Path, log_y: bool = False
+) -> Path | None:
+    """One panel per target, one colour per method: mean over seeds with a min-max band."""
+    if curves.empty or metric not in curves:
+        return None
+    targets = sorted(curves["target"].dropna().unique())
+    methods = method_order(curves["method"].unique())
+    fig, axes = _panels(len(targets))
+    for ax, target in zip(axes, targets, strict=False):
+        shown = []
+        for i, method in enumerate(methods):
+            cell = curves[(curves["target"] == target) & (curves["method"] == method)]
+            stats = cell.groupby("step")[metric].agg(["mean", "min", "max", "count"]).dropna()
+            if stats.empty:
+                continue
+            colour = _colour(method, i)
+            label = f"{method} ({cell['seed'].nunique()} seeds)"
+            ax.plot(stats.index, stats["mean"], color=colour, label=label, lw=1.5)
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.2)
+            shown.append(stats)
+        if shown and not log_y:
+            _robust_ylim(ax, pd.concat(shown))
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_title(target)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, [lab.split(" (")[0] for lab in labels], loc="upper center",
+               ncol=len(labels), bbox_to_anchor=(0.5, 1.04), frameon=False)
+    fig.suptitle("shaded: min-max over seeds; line: mean", y=-0.01, fontsize=8)
+    fig.tight_layout()
+    io.save_figure(path, fig)
+    plt.close(fig)
+    return path
+
+
+def _robust_ylim(ax, stats: pd.DataFrame) -> None:
+    """Keep the first evaluations' huge values from flattening the rest of the curve."""
+    low = float(stats["min"].min())
+    late = stats[stats.index >= stats.index.max() * 0.1]
+    high = float(late["max"].quantile(0.95)) if not late.empty else float(stats["max"].max())
+    if math.isfinite(low) and math.isfinite(high) and high > low:
+        pad = 0.08 * (high - low)
+        ax.set_ylim(low - pad, high + pad)
+
+
+def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
+    """Per 1-D target: the true density and each method's fit (lowest finished seed)."""
+    fits = []
+    for run in runs[runs["status"] == "ok"].itertuples():
+        file = Path(run.run_dir) / "density.csv"
+        if file.exists():
+            fits.append((run.target, run.method, run.seed, file))
+    if not fits:
+        return None
+    targets = sorted({t for t, *_ in fits})
+    methods = method_order({m for _, m, *_ in fits})
+    fig, axes = _panels(len(targets))
+    for ax, target in zip(axes, targets, strict=False):
+        truth_drawn = False
+        for i, method in enumerate(methods):
+            mine = sorted((s, f) for t, m, s, f in fits if t == target and m == method)
+            if not mine:
+                continue
+            seed, file = mine[0]
+            table = pd.read_csv(file)
+            if not truth_drawn and "target" in table:
+                ax.fill_between(table["x"], table["target"], color="0.85", label="target")
+                _crop_x(ax, table)
+                truth_drawn = True
+            ax.plot(table["x"], table["model"], color=_colour(method, i), lw=1.3,
+                    label=f"{method}")
+        ax.set_title(f"{target} (seed {min(s for t, _, s, _ in fits if t == target)})")
+        ax.set_xlabel("x")
+        ax.set_ylabel("density")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels),
+               bbox_to_anchor=(0.5, 1.04), frameon=False)
+    fig.tight_layout()
+    io.save_figure(path, fig)
+    plt.close(fig)
+    return path
+
+
+def _crop_x(ax, table: pd.DataFrame) -> None:
+    """Show where the target has mass, not the whole (wide) quadrature box."""
+    p = table["target"].to_numpy()
+    x = table["x"].to_numpy()
+    cdf = np.cumsum(p) / max(p.sum(), 1e-300)
+    lo = x[np.searchsorted(cdf, 0.001)]
+    hi = x[min(np.searchsorted(cdf, 0.999), len(x) - 1)]
+    pad = 0.15 * (hi - lo)
+    ax.set_xlim(max(x[0], lo - pad), min(x[-1], hi + pad))

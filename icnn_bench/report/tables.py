@@ -1,0 +1,108 @@
+"""Comparison tables: mean ± std over seeds per target x method, best per row marked."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+# (column in result.json, heading); lower is better for all of them.
+METRICS: list[tuple[str, str]] = [
+    ("kl", "KL(target ‖ model) on the evaluation grid, nats"),
+    ("tv", "Total variation on the evaluation grid"),
+    ("hellinger", "Hellinger distance on the evaluation grid"),
+    ("test_nll", "Test NLL, nats"),
+    ("kl_mc", "Test NLL − entropy, nats (sample estimate of KL; ±1/√n_test noise)"),
+]
+FAILED = ("failed", "diverged")
+METHOD_ORDER = ["pgd", "softplus", "lift"]
+
+
+def method_order(methods) -> list[str]:
+    present = [m for m in methods if isinstance(m, str)]
+    known = [m for m in METHOD_ORDER if m in present]
+    return known + sorted(set(present) - set(known))
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (target, method): run counts and mean/std/n of each metric over ok runs."""
+    rows = []
+    for (target, method), cell in runs.groupby(["target", "method"], sort=True):
+        ok = cell[cell["status"] == "ok"]
+        row = {
+            "target": target,
+            "method": method,
+            "runs": len(cell),
+            "ok": len(ok),
+            "failed": int(cell["status"].isin(FAILED).sum()),
+            "running": int((cell["status"] == "running").sum()),
+        }
+        for metric, _ in METRICS:
+            values = pd.to_numeric(ok[metric], errors="coerce").dropna() if metric in ok else []
+            row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            row[f"{metric}_n"] = len(values)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown_table(summary: pd.DataFrame, metric: str) -> str | None:
+    """target x method table of `metric`; the lowest mean per row in bold. None if no values."""
+    if summary.empty or summary[f"{metric}_n"].sum() == 0:
+        return None
+    methods = method_order(summary["method"].unique())
+    lines = ["| target | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for target, cells in summary.groupby("target", sort=True):
+        by_method = {row.method: row for row in cells.itertuples()}
+        means = {
+            m: getattr(by_method[m], f"{metric}_mean")
+            for m in methods
+            if m in by_method and not math.isnan(getattr(by_method[m], f"{metric}_mean"))
+        }
+        best = min(means, key=means.get) if len(means) > 1 else None
+        entries = []
+        for m in methods:
+            row = by_method.get(m)
+            entries.append("—" if row is None else _cell(row, metric, bold=(m == best)))
+        lines.append(f"| {target} | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
+def _cell(row, metric: str, bold: bool) -> str:
+    mean, std, n = (getattr(row, f"{metric}_{k}") for k in ("mean", "std", "n"))
+    if n == 0:
+        text = "—"
+    else:
+        text = _fmt(mean) + (f" ± {_fmt(std)}" if n > 1 else "")
+        text = f"**{text}**" if bold else text
+        text += f" (n={n})"
+    notes = []
+    if row.failed:
+        notes.append(f"{row.failed} failed")
+    if row.running:
+        notes.append(f"{row.running} running")
+    return text + (f" [{', '.join(notes)}]" if notes else "")
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    magnitude = abs(value)
+    if magnitude != 0 and (magnitude < 1e-3 or magnitude >= 1e4):
+        return f"{value:.2e}"
+    return f"{value:.4f}"
+
+
+def comparison_markdown(summary: pd.DataFrame, title: str) -> str:
+    """All metric tables in one markdown document."""
+    parts = [
+        f"# {title}",
+        "",
+        "Mean ± std over seeds (n = successful runs); **bold** = lowest mean in the row;",
+        "failed or diverged runs are counted in brackets and left out of the mean.",
+    ]
+    for metric, heading in METRICS:
+        table = markdown_table(summary, metric)
+        if table is not None:
+            parts += ["", f"## {heading}", "", table]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,56 @@
+"""Progress on the terminal: a bar during long runs, one line per finished run."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+from icnn_bench.sinks.base import Sink
+
+
+class ConsoleSink(Sink):
+    def __init__(self, progress: bool | str = "auto") -> None:
+        self.progress = sys.stderr.isatty() if progress == "auto" else bool(progress)
+        self._bar: tqdm | None = None
+        self._step = 0
+        self._label = ""
+
+    def start(self, info: dict[str, Any], total_steps: int) -> None:
+        self._label = f"{info['target']}/{info['method']}/seed{info['seed']}"
+        self._step = 0
+        if self.progress:
+            self._bar = tqdm(total=total_steps, desc=self._label, leave=False, unit="step")
+
+    def log_eval(self, row: dict[str, float]) -> None:
+        if self._bar is not None:
+            step = int(row["step"])
+            self._bar.update(step - self._step)
+            self._step = step
+            self._bar.set_postfix(val_nll=f"{row['val_nll']:.4f}")
+
+    def finish(self, result: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        print(summary_line(result), flush=True)
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    label = f"{result.get('target')}/{result.get('method')}/seed{result.get('seed')}"
+    status = result.get("status")
+    if status == "ok":
+        parts = [f"test NLL {_fmt(result.get('test_nll'))}"]
+        if result.get("kl") is not None:
+            parts.append(f"KL {_fmt(result.get('kl'))}")
+        if result.get("tv") is not None:
+            parts.append(f"TV {_fmt(result.get('tv'))}")
+        speed = f"{result.get('wall_s', 0):.1f} s, {result.get('steps_per_s', 0):.0f} steps/s"
+        return f"{label:<28} ok       {'  '.join(parts)}  ({speed})"
+    where = f" at step {result['diverged_step']}" if result.get("diverged_step") else ""
+    return f"{label:<28} {status}{where}: {result.get('error')}"
+
+
+def _fmt(value: Any) -> str:
+    return "nan" if value is None else f"{value:.4f}"

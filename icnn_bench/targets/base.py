@@ -1,0 +1,63 @@
+"""What every data source offers: samples, and where known the exact density and entropy."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from icnn_bench.errors import ConfigError
+
+
+class TargetError(ConfigError):
+    """A target was asked for with parameters it cannot have."""
+
+
+@dataclass(frozen=True)
+class Split:
+    train: Tensor
+    val: Tensor
+    test: Tensor
+
+
+class Target(ABC):
+    """A distribution to fit. Samples are rows of shape (n, dim)."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def sample(self, n: int, seed: int) -> Tensor:
+        """n samples drawn from a stream fixed by seed (the global RNG is left untouched)."""
+
+    def log_prob(self, x: Tensor) -> Tensor | None:
+        """Exact log-density, or None when the truth is unknown."""
+        return None
+
+    def entropy(self) -> float | None:
+        return None
+
+    def box(self) -> list[tuple[float, float]] | None:
+        """Per-axis interval holding all but a negligible share of the mass (for quadrature)."""
+        return None
+
+    def split(self, seed: int, n_train: int, n_val: int, n_test: int) -> Split:
+        """Seeded train/val/test samples; the same seed gives every method the same data."""
+        for key, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+            if not isinstance(n, int) or n <= 0:
+                raise TargetError(f"data.{key}={n!r} must be a positive integer")
+        data = self.sample(n_train + n_val + n_test, seed)
+        return Split(
+            train=data[:n_train],
+            val=data[n_train : n_train + n_val],
+            test=data[n_train + n_val :],
+        )
+
+
+def seeded_sample(draw, seed: int) -> Tensor:
+    """Run draw() on the global RNG seeded to `seed`, restoring the RNG state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return draw()
