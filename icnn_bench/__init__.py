@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+import yaml
 
 from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.models.ebm import EnergyModel
@@ -30,7 +30,7 @@ def load_run(run_dir: str | Path) -> EnergyModel:
     status = json.loads(result_path.read_text()).get("status")
     if status != "ok" or not weights_path.exists():
         raise FileNotFoundError(f"{run_dir} holds no trained weights (run status: {status})")
-    config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
     target = target_from_config(config["target"])
     model = energy_model_from_config(config, target, config["seed"])
     state = torch.load(weights_path, map_location="cpu", weights_only=True)

@@ -13,7 +13,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from icnn_bench import io, train
+from icnn_bench import train
 from icnn_bench.sinks.console import ConsoleSink
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -43,7 +43,6 @@ def run_task(cfg: DictConfig) -> float | None:
     """One Hydra job = one run folder."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     sinks = [ConsoleSink(progress=cfg.logger.get("progress", "auto"))]
     result = train.run(config, run_dir, sinks)
@@ -84,7 +83,9 @@ def _first_table(markdown: str) -> str:
     return "## " + sections[1].strip() if len(sections) > 1 else markdown
 
 
-_hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_task)
+_hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(
+    run_task
+)
 
 
 def main() -> None:
@@ -101,7 +102,9 @@ def report_main(argv: list[str] | None = None) -> None:
         description="Aggregate a sweep folder into summary.csv, table.md and figures.",
     )
     parser.add_argument("sweep_dir", type=Path, help="folder holding run folders (any depth)")
-    parser.add_argument("--out", type=Path, default=None, help="where to write (default: sweep_dir)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write (default: sweep_dir)"
+    )
     args = parser.parse_args(argv)
     from icnn_bench.report import make_report
 

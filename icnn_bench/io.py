@@ -49,8 +49,9 @@ def save_torch(path: Path, obj: Any) -> None:
 
 def save_figure(path: Path, fig: Any) -> None:
     suffix = Path(path).suffix
-    _atomic(path, lambda tmp: fig.savefig(tmp, format=suffix.lstrip("."), dpi=130,
-                                          bbox_inches="tight"))
+    _atomic(
+        path, lambda tmp: fig.savefig(tmp, format=suffix.lstrip("."), dpi=130, bbox_inches="tight")
+    )
 
 
 def finite_or_none(value: Any) -> Any:

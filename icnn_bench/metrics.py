@@ -1,4 +1,4 @@
-"""Distances between a fitted density and the truth, on a quadrature grid (exact up to grid error)."""
+"""Distances between a fitted density and the truth on a quadrature grid (exact up to it)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+import yaml
 
 from icnn_bench import io
 from icnn_bench.build import (
@@ -27,6 +28,7 @@ from icnn_bench.sinks.base import Sink
 from icnn_bench.sinks.files import FileSink
 from icnn_bench.targets import Split, Target
 
+CONFIG = "config.yaml"
 WEIGHTS = "weights.pt"
 DENSITY = "density.csv"
 ERROR_LOG = "error.txt"
@@ -43,7 +45,7 @@ class LoopOutcome:
 def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) -> dict[str, Any]:
     """Train and evaluate one (target, model, method, seed); always leaves a result.json."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    io.write_text(run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
     sinks = [FileSink(run_dir), *(sinks or [])]
     result: dict[str, Any] = {
         "target": config.get("target", {}).get("name"),
@@ -64,6 +66,8 @@ def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) 
             error=f"{type(error).__name__}: {error} (traceback in {ERROR_LOG})",
         )
     result.setdefault("wall_s", time.perf_counter() - started)
+    for key in ("test_nll", "kl", "steps", "steps_per_s", "error"):
+        result.setdefault(key, None)  # the contract's keys are always present
     for sink in sinks:
         sink.finish(result)
     return result
@@ -149,8 +153,9 @@ def train_loop(
 
     log_eval(0)
     for step in range(1, settings.steps + 1):
-        index = torch.randint(n_train, (settings.batch_size,), generator=batches,
-                              device=split.train.device)
+        index = torch.randint(
+            n_train, (settings.batch_size,), generator=batches, device=split.train.device
+        )
         loss = model.nll_loss(split.train[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -220,16 +225,14 @@ def evaluate(model: EnergyModel, split: Split, target: Target) -> dict[str, Any]
 
 def _save(model: EnergyModel, run_dir: Path, target: Target) -> None:
     pinned = {k: v.cpu() for k, v in model.source.pinned.items()}
-    io.save_torch(
-        run_dir / WEIGHTS, {"source": model.source.state_dict(), "pinned": pinned}
-    )
+    io.save_torch(run_dir / WEIGHTS, {"source": model.source.state_dict(), "pinned": pinned})
     if target.dim == 1:
         io.write_csv(run_dir / DENSITY, density_table(model, target))
 
 
 @torch.no_grad()
 def density_table(model: EnergyModel, target: Target, points: int = 600) -> pd.DataFrame:
-    (lo, hi), = target.box()
+    ((lo, hi),) = target.box()
     x = torch.linspace(lo, hi, points).reshape(-1, 1)
     fitted = model.log_prob(x.to(model.log_z_estimator.eval_grid.device)).cpu().exp()
     truth = target.log_prob(x)

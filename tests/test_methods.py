@@ -59,8 +59,9 @@ def test_constrained_slack_starts_at_minus_two_and_free_tensors_at_the_template(
     with torch.no_grad():
         source.readout.zero_()  # leave only the slack
     params = source(torch.randn(8, spec.dim))
-    torch.testing.assert_close(params["W1"], torch.full_like(params["W1"], F.softplus(
-        torch.tensor(-2.0)).item()))
+    torch.testing.assert_close(
+        params["W1"], torch.full_like(params["W1"], F.softplus(torch.tensor(-2.0)).item())
+    )
     torch.testing.assert_close(params["A0"], init["A0"])
 
 
@@ -70,7 +71,8 @@ def test_emit_constrained_keeps_free_tensors_as_plain_parameters(spec, init):
     assert names == {t.name for t in spec.tensors() if not t.constrained}
     assert source.readout.shape[0] == sum(
         t.shape[0] * (t.shape[1] if len(t.shape) == 2 else 1)
-        for t in spec.tensors() if t.constrained
+        for t in spec.tensors()
+        if t.constrained
     )
 
 
@@ -84,7 +86,7 @@ def test_softplus_reparametrisation_starts_at_the_init(spec, init):
 def test_unknown_method_and_bad_lift_options_are_one_line_errors(spec, init):
     with pytest.raises(ConfigError, match="choose one of: pgd, softplus, lift"):
         build_method("adam", spec, init)
-    with pytest.raises(ConfigError, match="method.emit"):
+    with pytest.raises(ConfigError, match=r"method\.emit"):
         LiftWeights(spec, init, emit="some")
-    with pytest.raises(ConfigError, match="method.body"):
+    with pytest.raises(ConfigError, match=r"method\.body"):
         LiftWeights(spec, init, body=(16, 0))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from icnn_bench.errors import ConfigError
-
 from typing import Any
 
 from torch import Tensor
 
+from icnn_bench.errors import ConfigError
 from icnn_bench.methods.base import WeightSource
 from icnn_bench.methods.lift import LiftWeights
 from icnn_bench.methods.pgd import ProjectedWeights

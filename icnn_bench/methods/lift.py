@@ -11,8 +11,6 @@ constants and E stays convex in x. Evaluation pins one emission pooled over the 
 
 from __future__ import annotations
 
-from icnn_bench.errors import ConfigError
-
 import math
 from typing import Literal
 
@@ -20,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from icnn_bench.errors import ConfigError
 from icnn_bench.methods.base import WeightSource
 from icnn_bench.models.icnn import ICNNSpec
 
@@ -43,7 +42,9 @@ class LiftWeights(WeightSource):
         if emit not in ("all", "constrained"):
             raise ConfigError(f"method.emit={emit!r}; choose one of: all, constrained")
         if not body or any(not isinstance(w, int) or w <= 0 for w in body):
-            raise ConfigError(f"method.body={list(body)!r} must be a non-empty list of positive ints")
+            raise ConfigError(
+                f"method.body={list(body)!r} must be a non-empty list of positive ints"
+            )
         if pinned_pool != "split" and not (isinstance(pinned_pool, int) and pinned_pool > 0):
             raise ConfigError(f"method.pinned_pool={pinned_pool!r}; use 'split' or a positive int")
         self.pool_norm = pool_norm

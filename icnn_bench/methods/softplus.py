@@ -30,9 +30,7 @@ class SoftplusWeights(WeightSource):
         )
 
     def emit(self, batch: Tensor | None) -> dict[str, Tensor]:
-        return {
-            k: F.softplus(v) if k in self._constrained else v for k, v in self.params.items()
-        }
+        return {k: F.softplus(v) if k in self._constrained else v for k, v in self.params.items()}
 
     def pre_positivity(self) -> dict[str, Tensor]:
         return {k: self.params[k] for k in self._constrained}

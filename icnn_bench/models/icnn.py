@@ -10,14 +10,14 @@ decides where the tensors come from and the ICNN only says which of them must be
 
 from __future__ import annotations
 
-from icnn_bench.errors import ConfigError
-
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from icnn_bench.errors import ConfigError
 
 INITS = ("folded_normal", "convex_init", "torch_default")
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from icnn_bench.errors import ConfigError
-
 import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from icnn_bench.errors import ConfigError
 
 
 def midpoint_grid(box: list[tuple[float, float]], nodes: int) -> tuple[Tensor, float]:

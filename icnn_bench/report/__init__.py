@@ -28,6 +28,7 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
     runs = collect_runs(sweep_dir)
     if runs.empty:
         raise FileNotFoundError(f"no run folders (result.json or config.yaml) below {sweep_dir}")
+    runs = label_variants(runs)
     summary = summarise(runs)
     markdown = comparison_markdown(summary, f"icnn-bench comparison: {sweep_dir.name}")
     files = [out_dir / "runs.csv", out_dir / "summary.csv", out_dir / "table.md"]
@@ -42,6 +43,17 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
     ]
     files += [p for p in made if p is not None]
     return Report(out_dir=out_dir, n_runs=len(runs), table_markdown=markdown, files=files)
+
+
+def label_variants(runs):
+    """Runs differing in more than the seed get their own column: "lift [trainer.lr=0.01]"."""
+    runs = runs.copy()
+    runs["method_name"] = runs["method"]
+    has_variant = runs["variant"].fillna("") != ""
+    runs.loc[has_variant, "method"] = (
+        runs.loc[has_variant, "method"].astype(str) + " [" + runs.loc[has_variant, "variant"] + "]"
+    )
+    return runs
 
 
 __all__ = ["Report", "make_report"]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 RESULT = "result.json"
 CONFIG = "config.yaml"
@@ -28,8 +29,14 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
                 row = json.loads(path.read_text())
             except json.JSONDecodeError:
                 row = {"status": "unreadable"}
-        else:
-            row = {"status": "running"}
+        else:  # started, not finished: name it from its config
+            config = _flat_config(run_dir)
+            row = {
+                "target": config.get("target.name"),
+                "method": config.get("method.name"),
+                "seed": _int_or_none(config.get("seed")),
+                "status": "running",
+            }
         row["run_dir"] = str(run_dir)
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -38,9 +45,47 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
     for key in ("target", "method", "model", "seed"):
         if key not in frame:
             frame[key] = None
-    return frame.sort_values(["target", "method", "seed"], na_position="last").reset_index(
-        drop=True
-    )
+    frame["variant"] = variants([run_dir for run_dir in frame["run_dir"]], frame)
+    return frame.sort_values(
+        ["target", "method", "variant", "seed"], na_position="last"
+    ).reset_index(drop=True)
+
+
+_NOT_A_VARIANT = ("seed", "data.seed", "device")
+
+
+def variants(run_dirs: list[str], frame: pd.DataFrame) -> list[str]:
+    """Config settings that differ between runs of one (target, method) cell other than the seed,
+    e.g. "trainer.lr=0.01": a sweep over them must not be averaged into one cell."""
+    configs = [_flat_config(Path(d)) for d in run_dirs]
+    keys = sorted({k for c in configs for k in c if k not in _NOT_A_VARIANT})
+    varying = []
+    for key in keys:
+        values: dict[tuple, set] = {}
+        for config, target, method in zip(configs, frame["target"], frame["method"], strict=True):
+            values.setdefault((target, method), set()).add(config.get(key))
+        if any(len(v) > 1 for v in values.values()):
+            varying.append(key)
+    return [",".join(f"{k}={c.get(k)}" for k in varying) for c in configs]
+
+
+def _flat_config(run_dir: Path) -> dict[str, str]:
+    path = run_dir / CONFIG
+    try:
+        config = yaml.safe_load(path.read_text()) if path.exists() else {}
+    except yaml.YAMLError:
+        config = {}
+    flat: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = str(node)
+
+    walk(config or {}, "")
+    return flat
 
 
 def read_curves(runs: pd.DataFrame, filename: str = "metrics.csv") -> pd.DataFrame:
@@ -57,3 +102,10 @@ def read_curves(runs: pd.DataFrame, filename: str = "metrics.csv") -> pd.DataFra
         curve["target"], curve["method"], curve["seed"] = run.target, run.method, run.seed
         frames.append(curve)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

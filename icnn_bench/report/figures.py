@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from icnn_bench import io  # noqa: E402
-from icnn_bench.report.tables import method_order  # noqa: E402
+from icnn_bench import io
+from icnn_bench.report.tables import method_order
 
 COLOURS = {"pgd": "tab:blue", "softplus": "tab:orange", "lift": "tab:green"}
 
@@ -61,8 +61,14 @@ def curve_figure(
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, [lab.split(" (")[0] for lab in labels], loc="upper center",
-               ncol=len(labels), bbox_to_anchor=(0.5, 1.04), frameon=False)
+    fig.legend(
+        handles,
+        [lab.split(" (")[0] for lab in labels],
+        loc="upper center",
+        ncol=len(labels),
+        bbox_to_anchor=(0.5, 1.04),
+        frameon=False,
+    )
     fig.suptitle("shaded: min-max over seeds; line: mean", y=-0.01, fontsize=8)
     fig.tight_layout()
     io.save_figure(path, fig)
@@ -93,25 +99,33 @@ def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     methods = method_order({m for _, m, *_ in fits})
     fig, axes = _panels(len(targets))
     for ax, target in zip(axes, targets, strict=False):
+        files = {(m, s): f for t, m, s, f in fits if t == target}
+        seed_sets = [{s for m2, s in files if m2 == m} for m in methods]
+        common = set.intersection(*[ss for ss in seed_sets if ss])
+        seed = min(common) if common else None  # one seed shared by all methods, if any
         truth_drawn = False
         for i, method in enumerate(methods):
-            mine = sorted((s, f) for t, m, s, f in fits if t == target and m == method)
+            mine = sorted(s for m, s in files if m == method)
             if not mine:
                 continue
-            seed, file = mine[0]
-            table = pd.read_csv(file)
+            table = pd.read_csv(files[(method, seed if seed in mine else mine[0])])
             if not truth_drawn and "target" in table:
                 ax.fill_between(table["x"], table["target"], color="0.85", label="target")
                 _crop_x(ax, table)
                 truth_drawn = True
-            ax.plot(table["x"], table["model"], color=_colour(method, i), lw=1.3,
-                    label=f"{method}")
-        ax.set_title(f"{target} (seed {min(s for t, _, s, _ in fits if t == target)})")
+            ax.plot(table["x"], table["model"], color=_colour(method, i), lw=1.3, label=method)
+        ax.set_title(target if seed is None else f"{target} (seed {seed})")
         ax.set_xlabel("x")
         ax.set_ylabel("density")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels),
-               bbox_to_anchor=(0.5, 1.04), frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=len(labels),
+        bbox_to_anchor=(0.5, 1.04),
+        frameon=False,
+    )
     fig.tight_layout()
     io.save_figure(path, fig)
     plt.close(fig)

@@ -76,7 +76,7 @@ class SkewNormal(D.Distribution):
         delta = self.shape_param / math.sqrt(1 + self.shape_param**2)
         return torch.tensor(self.loc + self.scale * delta * math.sqrt(2 / math.pi))
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         delta = self.shape_param / math.sqrt(1 + self.shape_param**2)
         u0 = torch.randn(sample_shape)
         v = torch.randn(sample_shape)

@@ -1,0 +1,159 @@
+"""The Hydra edge: every config option composes and builds, bad names get one line, and a
+tiny multirun through the real console script writes run folders and the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from icnn_bench.build import energy_model_from_config, target_from_config
+from icnn_bench.cli import CONF_DIR, GROUPS, available, unknown_choice
+
+OPTIONS = [(group, option) for group in GROUPS for option in available(group)]
+FAST = [
+    "trainer.steps=6",
+    "trainer.eval_every=3",
+    "data.n_train=300",
+    "data.n_val=50",
+    "data.n_test=50",
+    "trainer.batch_size=32",
+    "model.width=8",
+    "model.log_z.train_nodes=64",
+    "model.log_z.eval_nodes=400",
+    "device=cpu",
+]
+
+
+def compose_config(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+@pytest.mark.parametrize("group,option", OPTIONS)
+def test_every_config_option_composes_and_builds(group, option):
+    cfg = compose_config(f"{group}={option}")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if group in ("target", "method", "model", "logger"):
+        assert config[group]["name"] == option
+    target = target_from_config(config["target"])
+    model = energy_model_from_config(config, target, seed=0)
+    assert model.source.name == config["method"]["name"]
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper_1d"])
+def test_sweep_presets_are_multiruns_over_target_method_seed(preset):
+    cfg = compose_config(f"experiment={preset}", hydra=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert set(cfg.hydra.sweeper.params) == {"target", "method", "seed"}
+    methods = cfg.hydra.sweeper.params.method.split(",")
+    assert methods == ["pgd", "softplus", "lift"]
+
+
+def test_paper_1d_preset_holds_the_papers_recipe():
+    cfg = compose_config("experiment=paper_1d", hydra=True)
+    assert (cfg.model.width, cfg.model.depth, cfg.model.alpha) == (128, 3, 0.02)
+    assert cfg.model.init == "folded_normal"
+    assert (cfg.trainer.steps, cfg.trainer.lr, cfg.trainer.batch_size) == (3000, 1e-3, 256)
+    assert (cfg.trainer.grad_clip, cfg.trainer.eval_every) == (1.0, 200)
+    assert cfg.model.log_z.eval_nodes == 8000
+    assert len(cfg.hydra.sweeper.params.target.split(",")) == 8
+    assert cfg.hydra.sweeper.params.seed == "0,1,2,3,4"
+    assert list(cfg.method.body) == [64, 64, 96] and cfg.method.slack_init == -2.0
+
+
+def test_unknown_group_choice_is_found_before_hydra_runs():
+    assert unknown_choice(["method=pgd,lift", "target=gumbel"]) is None
+    message = unknown_choice(["target=gumbel", "method=pgd,adam"])
+    assert message == "unknown method 'adam'; choose one of: lift, pgd, softplus"
+    assert "choose one of: beta, gamma" in unknown_choice(["target=cauchy"])
+    assert unknown_choice(["model.width=3", "hydra/launcher=basic"]) is None
+
+
+def icnn_bench(*args: str, cwd) -> subprocess.CompletedProcess:
+    script = "from icnn_bench.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_unknown_name_on_the_command_line_is_one_line(tmp_path):
+    done = icnn_bench("method=adam", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "icnn-bench: unknown method 'adam'; choose one of: lift, pgd, softplus"
+    )
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_tiny_multirun_writes_run_folders_and_the_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = icnn_bench(
+        "-m",
+        "target=gaussian,beta",
+        "method=pgd,lift",
+        "seed=0",
+        "model.depth=2,0",
+        f"hydra.sweep.dir={sweep}",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads(p.read_text()) for p in sweep.rglob("result.json")]
+    assert len(results) == 8
+    # depth=0 is impossible: those runs fail with one line each and the sweep goes on
+    statuses = sorted((r["status"], r["error"] is None) for r in results)
+    assert statuses == [("failed", False)] * 4 + [("ok", True)] * 4
+    assert all("model.depth=0" in r["error"] for r in results if r["status"] == "failed")
+    for path in sweep.rglob("result.json"):
+        assert (path.parent / "config.yaml").exists()
+        if json.loads(path.read_text())["status"] == "ok":
+            assert (path.parent / "metrics.csv").exists()
+            assert (path.parent / "weights.pt").exists()
+    for name in ("summary.csv", "runs.csv", "table.md", "loss_curves.png", "densities.png"):
+        assert (sweep / name).exists(), name
+    summary = pd.read_csv(sweep / "summary.csv")
+    # a swept setting other than the seed becomes its own column, never averaged together
+    assert set(summary["method"]) == {
+        "pgd [model.depth=2]",
+        "pgd [model.depth=0]",
+        "lift [model.depth=2]",
+        "lift [model.depth=0]",
+    }
+    assert summary.groupby("method")["failed"].sum().to_dict() == {
+        "pgd [model.depth=0]": 2,
+        "pgd [model.depth=2]": 0,
+        "lift [model.depth=0]": 2,
+        "lift [model.depth=2]": 0,
+    }
+    assert "| gaussian |" in (sweep / "table.md").read_text()
+    assert "KL(target" in done.stdout  # the table is printed at the end
+
+
+def test_single_run_prints_its_folder_and_fails_loudly_on_bad_sizes(tmp_path):
+    ok = icnn_bench(
+        "experiment=single",
+        "target=laplace",
+        "method=softplus",
+        f"hydra.run.dir={tmp_path / 'one'}",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert f"run folder: {tmp_path / 'one'}" in ok.stdout
+    assert json.loads((tmp_path / "one" / "result.json").read_text())["status"] == "ok"
+    bad = icnn_bench(
+        "experiment=single",
+        f"hydra.run.dir={tmp_path / 'two'}",
+        *FAST,
+        "trainer.batch_size=100000",
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 1
+    assert "Traceback" not in bad.stdout + bad.stderr
+    assert "trainer.batch_size=100000 is larger than the training split" in bad.stdout
