@@ -36,6 +36,7 @@ def load_run(run_dir: str | Path) -> EnergyModel:
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     model.source.load_state_dict(state["source"])
     model.source.set_pinned(state["pinned"])
+    model.log_z_estimator.load_state_dict(state.get("log_z", {}))
     return model.eval()
 
 

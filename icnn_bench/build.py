@@ -7,16 +7,19 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from icnn_bench.errors import ConfigError
 from icnn_bench.methods import build_method
 from icnn_bench.models.ebm import EnergyModel
 from icnn_bench.models.icnn import ICNNSpec, init_params
+from icnn_bench.objectives.importance import GaussianProposal, ImportanceLogZ
 from icnn_bench.objectives.quadrature import QuadratureLogZ
 from icnn_bench.targets import Target, build_target
 
 MODELS = ("icnn",)
-LOG_Z_ESTIMATORS = ("quadrature",)
+LOG_Z_ESTIMATORS = ("quadrature", "importance")
+PROPOSALS = ("gaussian",)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -78,13 +81,21 @@ def spec_from_config(model_cfg: dict[str, Any], dim: int) -> ICNNSpec:
     )
 
 
-def log_z_from_config(model_cfg: dict[str, Any], target: Target) -> QuadratureLogZ:
+def log_z_from_config(
+    model_cfg: dict[str, Any], target: Target, train: Tensor | None = None, seed: int = 0
+) -> QuadratureLogZ | ImportanceLogZ:
+    """The configured log Z estimator. Importance sampling fits its proposal to `train`
+    (None: a placeholder whose buffers are then loaded from a saved run)."""
     log_z_cfg = dict(model_cfg.get("log_z") or {})
     estimator = log_z_cfg.pop("estimator", "quadrature")
     if estimator not in LOG_Z_ESTIMATORS:
         raise ConfigError(
             f"model.log_z.estimator={estimator!r}; choose one of: {', '.join(LOG_Z_ESTIMATORS)}"
         )
+    if estimator == "importance":
+        return _importance_from_config(log_z_cfg, target, train, seed)
+    for key in ("proposal", "widen", "train_samples", "eval_samples"):
+        log_z_cfg.pop(key, None)  # importance-sampling settings, unused by quadrature
     box = target.box()
     if box is None:
         raise ConfigError(f"target {target.name} has no quadrature box; quadrature needs one")
@@ -94,7 +105,31 @@ def log_z_from_config(model_cfg: dict[str, Any], target: Target) -> QuadratureLo
         raise ConfigError(f"model.log_z: {error}") from None
 
 
-def energy_model_from_config(config: dict[str, Any], target: Target, seed: int) -> EnergyModel:
+def _importance_from_config(
+    log_z_cfg: dict[str, Any], target: Target, train: Tensor | None, seed: int
+) -> ImportanceLogZ:
+    proposal = log_z_cfg.pop("proposal", "gaussian")
+    if proposal not in PROPOSALS:
+        raise ConfigError(
+            f"model.log_z.proposal={proposal!r}; choose one of: {', '.join(PROPOSALS)}"
+        )
+    widen = log_z_cfg.pop("widen", 1.5)
+    for key in ("train_nodes", "eval_nodes"):
+        log_z_cfg.pop(key, None)  # quadrature settings, unused here
+    if train is None:
+        dim = target.dim
+        sampler = GaussianProposal(torch.zeros(dim), torch.eye(dim))
+    else:
+        sampler = GaussianProposal.from_data(train, widen)
+    try:
+        return ImportanceLogZ(sampler, seed=seed, **log_z_cfg)
+    except TypeError as error:
+        raise ConfigError(f"model.log_z: {error}") from None
+
+
+def energy_model_from_config(
+    config: dict[str, Any], target: Target, seed: int, train: Tensor | None = None
+) -> EnergyModel:
     """The ICNN EBM with its weight source, initialised deterministically from `seed`."""
     model_cfg = config["model"]
     spec = spec_from_config(model_cfg, target.dim)
@@ -106,7 +141,7 @@ def energy_model_from_config(config: dict[str, Any], target: Target, seed: int) 
         source = build_method(method_name, spec, init, **method_cfg)
     except TypeError as error:
         raise ConfigError(f"method {method_name}: {error}") from None
-    return EnergyModel(spec, source, log_z_from_config(model_cfg, target))
+    return EnergyModel(spec, source, log_z_from_config(model_cfg, target, train, seed))
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import traceback
@@ -24,6 +25,8 @@ from icnn_bench.diagnostics import grad_norm
 from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.metrics import grid_divergences
 from icnn_bench.models.ebm import EnergyModel
+from icnn_bench.objectives.importance import NonFiniteWeights
+from icnn_bench.objectives.quadrature import QuadratureLogZ
 from icnn_bench.sinks.base import Sink
 from icnn_bench.sinks.files import FileSink
 from icnn_bench.targets import Split, Target
@@ -65,7 +68,7 @@ def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) 
             status="failed",
             error=f"{type(error).__name__}: {error} (traceback in {ERROR_LOG})",
         )
-    result.setdefault("wall_s", time.perf_counter() - started)
+    result["wall_s"] = time.perf_counter() - started  # build + train + evaluate + write
     for key in ("test_nll", "kl", "steps", "steps_per_s", "error"):
         result.setdefault(key, None)  # the contract's keys are always present
     for sink in sinks:
@@ -94,7 +97,7 @@ def _run(
             f"trainer.batch_size={settings.batch_size} is larger than the training split "
             f"(data.n_train={split.train.shape[0]})"
         )
-    model = energy_model_from_config(config, target, seed).to(device)
+    model = energy_model_from_config(config, target, seed, train=split.train).to(device)
     split = Split(*(part.to(device) for part in (split.train, split.val, split.test)))
 
     for sink in sinks:
@@ -117,7 +120,6 @@ def _run(
     model.source.pin(split.train)
     out.update(evaluate(model, split, target))
     _save(model, run_dir, target)
-    out["wall_s"] = time.perf_counter() - started
     return out
 
 
@@ -151,27 +153,31 @@ def train_loop(
             sink.log_eval(row)
         last_logged = step
 
-    log_eval(0)
-    for step in range(1, settings.steps + 1):
-        index = torch.randint(
-            n_train, (settings.batch_size,), generator=batches, device=split.train.device
-        )
-        loss = model.nll_loss(split.train[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        evaluating = step % settings.eval_every == 0 or step == settings.steps
-        if evaluating:
-            constrained_grad = grad_norm(model.source.constrained_parameters())
-        total_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm, foreach=True)
-        if not bool(torch.isfinite(loss)):
-            return _diverged(step, "non-finite loss", sinks, log_eval, last_logged)
-        if not bool(torch.isfinite(total_norm)):
-            return _diverged(step, "non-finite gradient", sinks, log_eval, last_logged)
-        optimizer.step()
-        model.source.project_()
-        losses[step - 1] = loss.detach()
-        if evaluating:
-            log_eval(step)
+    step = 0
+    try:
+        log_eval(0)
+        for step in range(1, settings.steps + 1):
+            index = torch.randint(
+                n_train, (settings.batch_size,), generator=batches, device=split.train.device
+            )
+            loss = model.nll_loss(split.train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            evaluating = step % settings.eval_every == 0 or step == settings.steps
+            if evaluating:
+                constrained_grad = grad_norm(model.source.constrained_parameters())
+            total_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm, foreach=True)
+            if not bool(torch.isfinite(loss)):
+                return _diverged(step, "non-finite loss", log_eval, last_logged)
+            if not bool(torch.isfinite(total_norm)):
+                return _diverged(step, "non-finite gradient", log_eval, last_logged)
+            optimizer.step()
+            model.source.project_()
+            losses[step - 1] = loss.detach()
+            if evaluating:
+                log_eval(step)
+    except NonFiniteWeights as error:
+        return _diverged(max(step, 1), str(error), log_eval, last_logged)
     return LoopOutcome(status="ok", steps=settings.steps)
 
 
@@ -185,9 +191,10 @@ def make_adam(params: list[torch.nn.Parameter], settings: TrainerSettings) -> to
         return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
-def _diverged(step: int, cause: str, sinks, log_eval, last_logged: int) -> LoopOutcome:
+def _diverged(step: int, cause: str, log_eval, last_logged: int) -> LoopOutcome:
     if step - 1 > last_logged:
-        log_eval(step - 1)  # keep the curve up to the last finite step
+        with contextlib.suppress(NonFiniteWeights):
+            log_eval(step - 1)  # keep the curve up to the last finite step
     return LoopOutcome(status="diverged", steps=step - 1, diverged_step=step, error=cause)
 
 
@@ -203,12 +210,17 @@ def validation_nll(model: EnergyModel, split: Split) -> float:
 @torch.no_grad()
 def evaluate(model: EnergyModel, split: Split, target: Target) -> dict[str, Any]:
     """Final metrics under the pinned emission: NLLs, and distances to the truth when known."""
+    log_z = model.log_z_estimate()
     test_lp = model.log_prob(split.test)
+    sample_se = float(test_lp.std() / math.sqrt(test_lp.numel()))
     out: dict[str, Any] = {
         "test_nll": float(-test_lp.mean()),
-        "test_nll_se": float(test_lp.std() / math.sqrt(test_lp.numel())),
+        # test-sample noise and, for importance sampling, the log Z Monte Carlo error
+        "test_nll_se": math.hypot(sample_se, log_z.se),
         "val_nll": float(-model.log_prob(split.val).mean()),
-        "log_z": float(model.log_z()),
+        "log_z": log_z.value,
+        "log_z_se": log_z.se,
+        "log_z_samples": log_z.samples,
         "log_z_estimator": model.log_z_estimator.estimate_kind,
         "dead_frac": model.source.dead_fraction(),
     }
@@ -216,16 +228,24 @@ def evaluate(model: EnergyModel, split: Split, target: Target) -> dict[str, Any]
     if entropy is not None:
         out["entropy"] = entropy
         out["kl_mc"] = out["test_nll"] - entropy
-    nodes, log_cell = model.log_z_estimator.grid(training=False)
-    truth = target.log_prob(nodes.cpu())
-    if truth is not None:
-        out.update(grid_divergences(truth, model.log_prob(nodes).cpu(), log_cell))
+    if isinstance(model.log_z_estimator, QuadratureLogZ):
+        nodes, log_cell = model.log_z_estimator.grid(training=False)
+        truth = target.log_prob(nodes.cpu())
+        if truth is not None:
+            out.update(grid_divergences(truth, model.log_prob(nodes).cpu(), log_cell))
     return out
 
 
 def _save(model: EnergyModel, run_dir: Path, target: Target) -> None:
     pinned = {k: v.cpu() for k, v in model.source.pinned.items()}
-    io.save_torch(run_dir / WEIGHTS, {"source": model.source.state_dict(), "pinned": pinned})
+    io.save_torch(
+        run_dir / WEIGHTS,
+        {
+            "source": model.source.state_dict(),
+            "pinned": pinned,
+            "log_z": model.log_z_estimator.state_dict(),  # e.g. the fitted proposal
+        },
+    )
     if target.dim == 1:
         io.write_csv(run_dir / DENSITY, density_table(model, target))
 

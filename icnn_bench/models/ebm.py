@@ -7,13 +7,20 @@ from torch import Tensor, nn
 
 from icnn_bench.methods.base import WeightSource
 from icnn_bench.models import icnn
+from icnn_bench.objectives.base import LogZEstimate
+from icnn_bench.objectives.importance import ImportanceLogZ
 from icnn_bench.objectives.quadrature import QuadratureLogZ
 
 
 class EnergyModel(nn.Module):
     """An ICNN energy whose tensors come from a weight source; log Z from an estimator."""
 
-    def __init__(self, spec: icnn.ICNNSpec, source: WeightSource, log_z: QuadratureLogZ) -> None:
+    def __init__(
+        self,
+        spec: icnn.ICNNSpec,
+        source: WeightSource,
+        log_z: QuadratureLogZ | ImportanceLogZ,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.source = source
@@ -32,6 +39,10 @@ class EnergyModel(nn.Module):
     @torch.no_grad()
     def log_z(self) -> Tensor:
         return self.log_z_estimator(self._energy_fn(self._eval_params()), training=False)
+
+    def log_z_estimate(self) -> LogZEstimate:
+        """log Z under the evaluation weights with its Monte Carlo standard error."""
+        return self.log_z_estimator.estimate(self._energy_fn(self._eval_params()))
 
     @torch.no_grad()
     def log_prob(self, x: Tensor) -> Tensor:

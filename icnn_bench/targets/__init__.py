@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from icnn_bench.targets.base import Split, Target, TargetError
+from icnn_bench.targets.synthetic import SYNTHETIC
 from icnn_bench.targets.univariate import UNIVARIATE
 
-TARGETS = dict(UNIVARIATE)
+TARGETS = {**UNIVARIATE, **SYNTHETIC}
 
 
 def build_target(name: str, params: dict[str, Any] | None = None) -> Target:
