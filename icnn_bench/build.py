@@ -18,7 +18,7 @@ from icnn_bench.objectives.quadrature import QuadratureLogZ
 from icnn_bench.targets import Target, build_target
 
 MODELS = ("icnn",)
-LOG_Z_ESTIMATORS = ("quadrature", "importance")
+LOG_Z_ESTIMATORS = ("auto", "quadrature", "importance")
 PROPOSALS = ("gaussian",)
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -87,7 +87,9 @@ def log_z_from_config(
     """The configured log Z estimator. Importance sampling fits its proposal to `train`
     (None: a placeholder whose buffers are then loaded from a saved run)."""
     log_z_cfg = dict(model_cfg.get("log_z") or {})
-    estimator = log_z_cfg.pop("estimator", "quadrature")
+    estimator = log_z_cfg.pop("estimator", "auto")
+    if estimator == "auto":  # exact quadrature wherever it applies
+        estimator = "quadrature" if target.dim <= 2 and target.box() is not None else "importance"
     if estimator not in LOG_Z_ESTIMATORS:
         raise ConfigError(
             f"model.log_z.estimator={estimator!r}; choose one of: {', '.join(LOG_Z_ESTIMATORS)}"

@@ -27,6 +27,7 @@ from icnn_bench.metrics import grid_divergences
 from icnn_bench.models.ebm import EnergyModel
 from icnn_bench.objectives.importance import NonFiniteWeights
 from icnn_bench.objectives.quadrature import QuadratureLogZ
+from icnn_bench.sampling import mala
 from icnn_bench.sinks.base import Sink
 from icnn_bench.sinks.files import FileSink
 from icnn_bench.targets import Split, Target
@@ -34,6 +35,7 @@ from icnn_bench.targets import Split, Target
 CONFIG = "config.yaml"
 WEIGHTS = "weights.pt"
 DENSITY = "density.csv"
+SAMPLES = "samples.png"
 ERROR_LOG = "error.txt"
 
 
@@ -119,7 +121,7 @@ def _run(
         return out
     model.source.pin(split.train)
     out.update(evaluate(model, split, target))
-    _save(model, run_dir, target)
+    _save(model, run_dir, target, split)
     return out
 
 
@@ -236,7 +238,7 @@ def evaluate(model: EnergyModel, split: Split, target: Target) -> dict[str, Any]
     return out
 
 
-def _save(model: EnergyModel, run_dir: Path, target: Target) -> None:
+def _save(model: EnergyModel, run_dir: Path, target: Target, split: Split) -> None:
     pinned = {k: v.cpu() for k, v in model.source.pinned.items()}
     io.save_torch(
         run_dir / WEIGHTS,
@@ -248,6 +250,19 @@ def _save(model: EnergyModel, run_dir: Path, target: Target) -> None:
     )
     if target.dim == 1:
         io.write_csv(run_dir / DENSITY, density_table(model, target))
+    if hasattr(target, "decode"):
+        write_decoded_samples(model, target, split, run_dir)
+
+
+def write_decoded_samples(model: EnergyModel, target: Target, split: Split, run_dir: Path) -> None:
+    """Latent targets: MALA samples of the fitted EBM, decoded next to real test images."""
+    from icnn_bench.report.figures import digits_figure
+
+    generator = torch.Generator(device=split.train.device).manual_seed(0)
+    start = split.train[:16]
+    samples = mala(model.energy, start, steps=400, step_size=0.02, generator=generator)
+    title = f"{target.name} d={target.dim}, {model.source.name}: MALA 400 steps from train rows"
+    digits_figure(target.decode(split.test[:16]), target.decode(samples), run_dir / SAMPLES, title)
 
 
 @torch.no_grad()

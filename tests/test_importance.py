@@ -43,7 +43,7 @@ def test_importance_agrees_with_quadrature_on_a_trained_2d_model(tiny_config, tm
     config = tiny_config(
         "lift",
         target={"name": "rotated_product", "params": {"dim": 2, "factors": ["gumbel", "laplace"]}},
-        model={"log_z": {"estimator": "quadrature", "train_nodes": 64, "eval_nodes": 600}},
+        model={"log_z": {"estimator": "quadrature", "train_nodes": 4096, "eval_nodes": 360_000}},
         trainer={"steps": 60, "eval_every": 30},
     )
     result = run(config, tmp_path)

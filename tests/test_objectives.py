@@ -28,7 +28,7 @@ def test_quadrature_nll_of_a_gaussian_energy_equals_the_closed_form():
 
 
 def test_two_dimensional_quadrature():
-    estimator = QuadratureLogZ([(-8.0, 8.0), (-8.0, 8.0)], train_nodes=64, eval_nodes=400)
+    estimator = QuadratureLogZ([(-8.0, 8.0), (-8.0, 8.0)], train_nodes=64**2, eval_nodes=400**2)
     log_z = estimator(lambda x: 0.5 * (x**2).sum(-1), training=False)
     assert float(log_z) == pytest.approx(math.log(2 * math.pi), abs=1e-4)
 

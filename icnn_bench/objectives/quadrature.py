@@ -13,13 +13,14 @@ from icnn_bench.objectives.base import LogZEstimate
 
 
 def midpoint_grid(box: list[tuple[float, float]], nodes: int) -> tuple[Tensor, float]:
-    """Midpoint nodes (nodes per axis) on the box and the log of one cell's volume."""
+    """About `nodes` midpoint nodes in all (nodes^(1/d) per axis) and log of a cell's volume."""
+    per_axis = max(2, round(nodes ** (1.0 / len(box))))
     axes, log_cell = [], 0.0
     for lo, hi in box:
         if not hi > lo:
             raise ConfigError(f"quadrature box ({lo}, {hi}) is empty")
-        h = (hi - lo) / nodes
-        axes.append(lo + h * (torch.arange(nodes, dtype=torch.float64) + 0.5))
+        h = (hi - lo) / per_axis
+        axes.append(lo + h * (torch.arange(per_axis, dtype=torch.float64) + 0.5))
         log_cell += math.log(h)
     mesh = torch.meshgrid(*axes, indexing="ij")
     points = torch.stack([m.reshape(-1) for m in mesh], dim=-1)

@@ -141,3 +141,21 @@ def _crop_x(ax, table: pd.DataFrame) -> None:
     hi = x[min(np.searchsorted(cdf, 0.999), len(x) - 1)]
     pad = 0.15 * (hi - lo)
     ax.set_xlim(max(x[0], lo - pad), min(x[-1], hi + pad))
+
+
+def digits_figure(real: np.ndarray, sampled: np.ndarray, path: Path, title: str) -> Path:
+    """Real digits (left block) next to decoded model samples (right block)."""
+    n = min(len(real), len(sampled), 16)
+    fig, axes = plt.subplots(4, 9, figsize=(9, 4.2))
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        row, col = divmod(i, 4)
+        axes[row, col].imshow(real[i], cmap="gray_r", vmin=0, vmax=16)
+        axes[row, col + 5].imshow(sampled[i], cmap="gray_r", vmin=0, vmax=16)
+    axes[0, 1].set_title("test digits, encoded + decoded", loc="left", fontsize=9)
+    axes[0, 6].set_title("EBM samples, decoded", loc="left", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    io.save_figure(path, fig)
+    plt.close(fig)
+    return path

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from icnn_bench.targets.base import Split, Target, TargetError
+from icnn_bench.targets.digits import digits_latents
 from icnn_bench.targets.synthetic import SYNTHETIC
 from icnn_bench.targets.univariate import UNIVARIATE
 
-TARGETS = {**UNIVARIATE, **SYNTHETIC}
+TARGETS = {**UNIVARIATE, **SYNTHETIC, "digits_latents": digits_latents}
 
 
 def build_target(name: str, params: dict[str, Any] | None = None) -> Target:
