@@ -114,6 +114,7 @@ def _run(
         "train_s": train_s,
         "steps_per_s": outcome.steps / train_s if train_s > 0 else math.nan,
         "device": str(device),
+        "dim": target.dim,
         "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     if outcome.status != "ok":

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from icnn_bench import io
 from icnn_bench.report.collect import collect_runs, read_curves
-from icnn_bench.report.figures import curve_figure, density_figure
+from icnn_bench.report.figures import curve_figure, density_figure, dimension_figure
 from icnn_bench.report.tables import comparison_markdown, summarise
 
 
@@ -40,20 +42,29 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
         curve_figure(curves, "val_nll", "validation NLL (nats)", out_dir / "loss_curves.png"),
         curve_figure(curves, "dead_frac", "dead fraction", out_dir / "dead_fraction.png"),
         density_figure(runs, out_dir / "densities.png"),
+        dimension_figure(runs, out_dir / "by_dimension.png"),
     ]
     files += [p for p in made if p is not None]
     return Report(out_dir=out_dir, n_runs=len(runs), table_markdown=markdown, files=files)
 
 
-def label_variants(runs):
-    """Runs differing in more than the seed get their own column: "lift [trainer.lr=0.01]"."""
+def label_variants(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs differing in more than the seed get their own cell: settings of the data
+    (target.*, data.*) label the row, "digits_latents [target.params.latent_dim=8]"; any
+    other setting labels the column, "lift [trainer.lr=0.01]"."""
     runs = runs.copy()
-    runs["method_name"] = runs["method"]
-    has_variant = runs["variant"].fillna("") != ""
-    runs.loc[has_variant, "method"] = (
-        runs.loc[has_variant, "method"].astype(str) + " [" + runs.loc[has_variant, "variant"] + "]"
-    )
+    runs["target_name"], runs["method_name"] = runs["target"], runs["method"]
+    for column, is_data in (("target", True), ("method", False)):
+        labels = []
+        for name, variant in zip(runs[column], runs["variant"].fillna(""), strict=True):
+            parts = [p for p in variant.split(",") if p and _is_data_key(p) == is_data]
+            labels.append(f"{name} [{','.join(parts)}]" if parts else name)
+        runs[column] = labels
     return runs
+
+
+def _is_data_key(setting: str) -> bool:
+    return setting.startswith(("target.", "data."))
 
 
 __all__ = ["Report", "make_report"]

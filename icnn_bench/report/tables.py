@@ -37,6 +37,12 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             "failed": int(cell["status"].isin(FAILED).sum()),
             "running": int((cell["status"] == "running").sum()),
         }
+        estimators = ok["log_z_estimator"] if "log_z_estimator" in ok else pd.Series(dtype=str)
+        row["importance_runs"] = int((estimators == "importance").sum())
+        se = pd.to_numeric(ok.get("log_z_se", pd.Series(dtype=float)), errors="coerce").dropna()
+        row["log_z_se_mean"] = float(se.mean()) if len(se) else math.nan
+        samples = pd.to_numeric(ok.get("log_z_samples", pd.Series(dtype=float)), errors="coerce")
+        row["log_z_samples"] = int(samples.max()) if samples.notna().any() else 0
         for metric, _ in METRICS:
             values = pd.to_numeric(ok[metric], errors="coerce").dropna() if metric in ok else []
             row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
@@ -76,6 +82,8 @@ def _cell(row, metric: str, bold: bool) -> str:
         text = _fmt(mean) + (f" ± {_fmt(std)}" if n > 1 else "")
         text = f"**{text}**" if bold else text
         text += f" (n={n})"
+        if metric in ("test_nll", "kl_mc") and getattr(row, "importance_runs", 0):
+            text += f" [IS: se {_fmt(row.log_z_se_mean)}, M={row.log_z_samples}]"
     notes = []
     if row.failed:
         notes.append(f"{row.failed} failed")
@@ -101,6 +109,13 @@ def comparison_markdown(summary: pd.DataFrame, title: str) -> str:
         "Mean ± std over seeds (n = successful runs); **bold** = lowest mean in the row;",
         "failed or diverged runs are counted in brackets and left out of the mean.",
     ]
+    if "importance_runs" in summary and summary["importance_runs"].sum() > 0:
+        parts += [
+            "",
+            "Cells marked [IS: se …, M=…] use log Z by importance sampling with M proposal",
+            "draws: that NLL is an *estimate*, biased low (optimistic, by Jensen's inequality);",
+            "se is the mean per-run Monte Carlo standard error of log Z.",
+        ]
     for metric, heading in METRICS:
         table = markdown_table(summary, metric)
         if table is not None:

@@ -69,7 +69,8 @@ class DigitsLatents(Target):
             )
         self._pca = PCA(n_components=self.dim, random_state=seed).fit(parts[0])
         latents = [self._pca.transform(part) for part in parts]
-        self._mean, self._std = latents[0].mean(0), latents[0].std(0)
+        self._mean, std = latents[0].mean(0), latents[0].std(0)
+        self._std = np.where(std > 1e-8, std, 1.0)  # a few pixels never vary: no direction
         train, val, test = (
             torch.as_tensor((z - self._mean) / self._std, dtype=torch.float32) for z in latents
         )
