@@ -13,13 +13,13 @@ from icnn_bench.errors import ConfigError
 from icnn_bench.methods import build_method
 from icnn_bench.models.ebm import EnergyModel
 from icnn_bench.models.icnn import ICNNSpec, init_params
-from icnn_bench.objectives.importance import GaussianProposal, ImportanceLogZ
+from icnn_bench.objectives.importance import FlowProposal, GaussianProposal, ImportanceLogZ
 from icnn_bench.objectives.quadrature import QuadratureLogZ
 from icnn_bench.targets import Target, build_target
 
 MODELS = ("icnn",)
 LOG_Z_ESTIMATORS = ("auto", "quadrature", "importance")
-PROPOSALS = ("gaussian",)
+PROPOSALS = ("gaussian", "flow")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -96,7 +96,7 @@ def log_z_from_config(
         )
     if estimator == "importance":
         return _importance_from_config(log_z_cfg, target, train, seed)
-    for key in ("proposal", "widen", "train_samples", "eval_samples"):
+    for key in ("proposal", "widen", "flow", "train_samples", "eval_samples"):
         log_z_cfg.pop(key, None)  # importance-sampling settings, unused by quadrature
     box = target.box()
     if box is None:
@@ -111,14 +111,21 @@ def _importance_from_config(
     log_z_cfg: dict[str, Any], target: Target, train: Tensor | None, seed: int
 ) -> ImportanceLogZ:
     proposal = log_z_cfg.pop("proposal", "gaussian")
+    sampler: GaussianProposal | FlowProposal
     if proposal not in PROPOSALS:
         raise ConfigError(
             f"model.log_z.proposal={proposal!r}; choose one of: {', '.join(PROPOSALS)}"
         )
     widen = log_z_cfg.pop("widen", 1.5)
+    flow_cfg = log_z_cfg.pop("flow", None) or {}
     for key in ("train_nodes", "eval_nodes"):
         log_z_cfg.pop(key, None)  # quadrature settings, unused here
-    if train is None:
+    if proposal == "flow":
+        try:
+            sampler = FlowProposal(target.dim, **flow_cfg)
+        except TypeError as error:
+            raise ConfigError(f"model.log_z.flow: {error}") from None
+    elif train is None:
         dim = target.dim
         sampler = GaussianProposal(torch.zeros(dim), torch.eye(dim))
     else:

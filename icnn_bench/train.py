@@ -115,7 +115,7 @@ def _run(
         "steps_per_s": outcome.steps / train_s if train_s > 0 else math.nan,
         "device": str(device),
         "dim": target.dim,
-        "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "n_params": sum(p.numel() for p in model.trainable_parameters()),
     }
     if outcome.status != "ok":
         out.update(diverged_step=outcome.diverged_step, error=outcome.error)
@@ -130,7 +130,7 @@ def train_loop(
     model: EnergyModel, split: Split, settings: TrainerSettings, seed: int, sinks: list[Sink]
 ) -> LoopOutcome:
     """Adam on mean E(batch) + log Z with clipping; evaluates every `eval_every` steps."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = model.trainable_parameters()
     optimizer = make_adam(trainable, settings)
     max_norm = settings.grad_clip if settings.grad_clip is not None else math.inf
     batches = torch.Generator(device=split.train.device).manual_seed(seed)

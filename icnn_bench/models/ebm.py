@@ -26,6 +26,10 @@ class EnergyModel(nn.Module):
         self.source = source
         self.log_z_estimator = log_z
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the EBM optimizer updates (a learned proposal trains itself)."""
+        return [p for p in self.source.parameters() if p.requires_grad]
+
     def nll_loss(self, batch: Tensor) -> Tensor:
         """Training objective: mean E(batch) + log Z, both with the weights emitted for batch."""
         params = self.source(batch)

@@ -6,6 +6,7 @@ evaluation reports its Monte Carlo standard error next to the value.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -47,6 +48,56 @@ class GaussianProposal(nn.Module):
         return y, log_q
 
 
+class FlowProposal(nn.Module):
+    """A learned proposal: an inverse-autoregressive flow from zuko, trained by reverse KL
+    toward exp(-E) with one step per EBM step (as the paper does)."""
+
+    def __init__(
+        self,
+        dim: int,
+        transforms: int = 3,
+        hidden: tuple[int, ...] = (64, 64),
+        lr: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        try:
+            import zuko
+        except ImportError:
+            raise ConfigError(
+                "model.log_z.proposal=flow needs the zuko package: "
+                "pip install 'icnn-bench[flows]' (or use proposal=gaussian)"
+            ) from None
+        autoregressive = zuko.flows.MAF(
+            features=dim, transforms=transforms, hidden_features=tuple(hidden)
+        )
+        # inverted: sampling (needed every step) is one pass, density evaluation is d passes
+        self.flow = zuko.flows.Flow(autoregressive.transform.inv, autoregressive.base)
+        self.lr = lr
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # zuko draws from the global stream; keep it seeded
+            y, log_q = self.flow().rsample_and_log_prob((n,))
+        return y, log_q
+
+    def update(self, energy_fn: Callable[[Tensor], Tensor], n: int) -> float:
+        """One reverse-KL step, KL(q || exp(-E)/Z) up to log Z; gradients reach the flow only."""
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.lr)
+        y, log_q = self.flow().rsample_and_log_prob((n,))
+        loss = (log_q + energy_fn(y)).mean()
+        params = list(self.flow.parameters())
+        grads = torch.autograd.grad(loss, params)
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+
 class ImportanceLogZ(nn.Module):
     """Fresh proposal draws every training step; a fixed set of draws at evaluation."""
 
@@ -54,7 +105,7 @@ class ImportanceLogZ(nn.Module):
 
     def __init__(
         self,
-        proposal: GaussianProposal,
+        proposal: GaussianProposal | FlowProposal,
         train_samples: int = 512,
         eval_samples: int = 8192,
         seed: int = 0,
@@ -83,6 +134,8 @@ class ImportanceLogZ(nn.Module):
 
     def _log_weights(self, energy_fn: Callable[[Tensor], Tensor], training: bool) -> Tensor:
         if training:
+            if isinstance(self.proposal, FlowProposal):
+                self.proposal.update(energy_fn, self.train_samples)
             y, log_q = self.proposal.sample(self.train_samples, self._generator(training))
         else:
             y, log_q = self.proposal.sample(self.eval_samples, self._generator(training))
@@ -95,7 +148,7 @@ class ImportanceLogZ(nn.Module):
         return log_w
 
     def _generator(self, training: bool) -> torch.Generator:
-        device = self.proposal.mean.device
+        device = next(itertools.chain(self.proposal.buffers(), self.proposal.parameters())).device
         if training:
             if self._train_stream is None or self._train_stream.device != device:
                 self._train_stream = torch.Generator(device=device).manual_seed(self._seed)
