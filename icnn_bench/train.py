@@ -88,6 +88,8 @@ def _run(
     settings = TrainerSettings.from_dict(config["trainer"])
     data_cfg = config["data"]
     target = target_from_config(config["target"])
+    if hasattr(target, "use_cache_dir"):  # e.g. a trained encoder, shared by a sweep's runs
+        target.use_cache_dir(run_dir.parent / ".cache")
     split = target.split(
         seed=data_cfg.get("seed", seed),
         n_train=data_cfg["n_train"],

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from icnn_bench import io
 from icnn_bench.targets.base import Split, Target, TargetError
 
 PIXELS = 64
 FRACTIONS = (0.7, 0.15, 0.15)  # train / val / test when no sizes are given
+ENCODERS = ("pca", "autoencoder")
 
 
 class DigitsLatents(Target):
@@ -18,9 +22,11 @@ class DigitsLatents(Target):
 
     name = "digits_latents"
 
-    def __init__(self, latent_dim: int = 4, encoder: str = "pca") -> None:
-        if encoder != "pca":
-            raise TargetError(f"target digits_latents: encoder={encoder!r}; choose one of: pca")
+    def __init__(self, latent_dim: int = 4, encoder: str = "pca", ae_steps: int = 3000) -> None:
+        if encoder not in ENCODERS:
+            raise TargetError(
+                f"target digits_latents: encoder={encoder!r}; choose one of: {', '.join(ENCODERS)}"
+            )
         if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
             raise TargetError(f"target digits_latents: latent_dim={latent_dim!r} must be >= 1")
         if latent_dim > PIXELS:
@@ -31,9 +37,16 @@ class DigitsLatents(Target):
         from sklearn.datasets import load_digits
 
         self.dim = latent_dim
+        self.encoder = encoder
+        self.ae_steps = ae_steps
         self.pixels = load_digits().data.astype(np.float64)  # ships with scikit-learn
-        self._pca = None
+        self._codec: _PCACodec | _AutoencoderCodec | None = None
         self._mean = self._std = None
+        self._cache_dir: Path | None = None
+
+    def use_cache_dir(self, folder: Path) -> None:
+        """Where a trained autoencoder is kept, so each (latent_dim, seed) is trained once."""
+        self._cache_dir = Path(folder)
 
     def sample(self, n: int, seed: int) -> Tensor:
         raise TargetError("digits_latents is a fixed data set; it cannot draw new samples")
@@ -53,8 +66,6 @@ class DigitsLatents(Target):
                 f"target digits_latents has {total} rows; data.n_train/n_val/n_test={sizes} "
                 "must be positive and fit (set them to null for a 70/15/15 split)"
             )
-        from sklearn.decomposition import PCA
-
         order = np.random.default_rng(seed).permutation(total)
         rows = self.pixels[order]
         parts = [
@@ -67,8 +78,13 @@ class DigitsLatents(Target):
                 f"target digits_latents: latent_dim={self.dim} exceeds what {n_train} "
                 "training rows allow"
             )
-        self._pca = PCA(n_components=self.dim, random_state=seed).fit(parts[0])
-        latents = [self._pca.transform(part) for part in parts]
+        if self.encoder == "pca":
+            self._codec = _PCACodec(self.dim, seed, parts[0])
+        else:
+            self._codec = _AutoencoderCodec.fit_or_load(
+                self.dim, seed, parts[0], self.ae_steps, self._cache_dir
+            )
+        latents = [self._codec.encode(part) for part in parts]
         self._mean, std = latents[0].mean(0), latents[0].std(0)
         self._std = np.where(std > 1e-8, std, 1.0)  # a few pixels never vary: no direction
         train, val, test = (
@@ -78,11 +94,74 @@ class DigitsLatents(Target):
 
     def decode(self, latents: Tensor) -> np.ndarray:
         """Latents (n, dim) back to 8x8 images with pixel values in [0, 16]."""
-        if self._pca is None:
+        if self._codec is None:
             raise RuntimeError("decode needs the encoder: call split() first")
         z = latents.detach().cpu().double().numpy() * self._std + self._mean
-        return np.clip(self._pca.inverse_transform(z), 0, 16).reshape(-1, 8, 8)
+        return np.clip(self._codec.decode(z), 0, 16).reshape(-1, 8, 8)
 
 
-def digits_latents(latent_dim: int = 4, encoder: str = "pca") -> DigitsLatents:
-    return DigitsLatents(latent_dim, encoder)
+class _PCACodec:
+    def __init__(self, dim: int, seed: int, train_pixels: np.ndarray) -> None:
+        from sklearn.decomposition import PCA
+
+        self.pca = PCA(n_components=dim, random_state=seed).fit(train_pixels)
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        return self.pca.transform(pixels)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        return self.pca.inverse_transform(latents)
+
+
+class _AutoencoderCodec:
+    """A small MLP autoencoder (64-128-d-128-64) on pixels / 16, trained on the train rows."""
+
+    def __init__(self, dim: int) -> None:
+        self.encoder = nn.Sequential(nn.Linear(PIXELS, 128), nn.ELU(), nn.Linear(128, dim))
+        self.decoder = nn.Sequential(nn.Linear(dim, 128), nn.ELU(), nn.Linear(128, PIXELS))
+
+    @classmethod
+    def fit_or_load(
+        cls, dim: int, seed: int, train_pixels: np.ndarray, steps: int, cache: Path | None
+    ) -> _AutoencoderCodec:
+        path = cache / f"digits_autoencoder_d{dim}_seed{seed}_steps{steps}.pt" if cache else None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            codec = cls(dim)
+            if path is not None and path.exists():
+                state = torch.load(path, weights_only=True)
+                codec.encoder.load_state_dict(state["encoder"])
+                codec.decoder.load_state_dict(state["decoder"])
+                return codec
+            codec._fit(torch.as_tensor(train_pixels / 16.0, dtype=torch.float32), steps)
+        if path is not None:
+            io.save_torch(
+                path, {"encoder": codec.encoder.state_dict(), "decoder": codec.decoder.state_dict()}
+            )
+        return codec
+
+    def _fit(self, x: Tensor, steps: int) -> None:
+        params = [*self.encoder.parameters(), *self.decoder.parameters()]
+        optimizer = torch.optim.Adam(params, lr=2e-3)
+        for _ in range(steps):
+            batch = x[torch.randint(len(x), (128,))]
+            loss = ((self.decoder(self.encoder(batch)) - batch) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    @torch.no_grad()
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(pixels / 16.0, dtype=torch.float32)
+        return self.encoder(x).double().numpy()
+
+    @torch.no_grad()
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        z = torch.as_tensor(latents, dtype=torch.float32)
+        return self.decoder(z).double().numpy() * 16.0
+
+
+def digits_latents(
+    latent_dim: int = 4, encoder: str = "pca", ae_steps: int = 3000
+) -> DigitsLatents:
+    return DigitsLatents(latent_dim, encoder, ae_steps)
