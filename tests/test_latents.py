@@ -104,18 +104,20 @@ def test_latent_run_writes_decoded_samples_and_report_rows_per_dimension(tiny_co
 
 
 def test_autoencoder_encoder_is_trained_once_and_cached(tmp_path):
-    target = build_target("digits_latents", {"latent_dim": 4, "encoder": "autoencoder",
-                                             "ae_steps": 300})
+    target = build_target(
+        "digits_latents", {"latent_dim": 4, "encoder": "autoencoder", "ae_steps": 300}
+    )
     target.use_cache_dir(tmp_path)
     first = target.split(0, None, None, None)
     cached = list(tmp_path.glob("digits_autoencoder_d4_seed0_*.pt"))
     assert len(cached) == 1
-    again = build_target("digits_latents", {"latent_dim": 4, "encoder": "autoencoder",
-                                             "ae_steps": 300})
+    again = build_target(
+        "digits_latents", {"latent_dim": 4, "encoder": "autoencoder", "ae_steps": 300}
+    )
     again.use_cache_dir(tmp_path)
     torch.testing.assert_close(again.split(0, None, None, None).test, first.test)
     # the autoencoder reconstructs better than the mean image
     images = target.decode(first.test)
-    raw = target.pixels[np.random.default_rng(0).permutation(1797)][-len(first.test):]
+    raw = target.pixels[np.random.default_rng(0).permutation(1797)][-len(first.test) :]
     error = ((images.reshape(len(raw), -1) - raw) ** 2).mean()
     assert error < ((raw - raw.mean(0)) ** 2).mean()

@@ -97,3 +97,24 @@ def test_report_command_writes_to_another_folder(sweep, tmp_path_factory, capsys
     report_main([str(sweep), "--out", str(out)])
     assert (out / "table.md").exists() and not (sweep / "table.md").exists()
     assert "KL(target" in capsys.readouterr().out
+
+
+def test_settings_pool_unless_swept_when_hydra_recorded_the_overrides(tmp_path):
+    for seed, lr in ((0, 0.1), (1, 0.2)):
+        run_dir = fake_run(tmp_path, "gumbel", "lift", seed, kl=0.1)
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config["trainer"] = {"lr": lr}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+        (run_dir / ".hydra").mkdir()
+        overrides = [f"seed={seed}"]
+        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    make_report(tmp_path)
+    assert list(pd.read_csv(tmp_path / "summary.csv")["method"]) == ["lift"]  # one cell
+    for seed, lr in ((0, 0.1), (1, 0.2)):  # now lr was a command-line sweep axis
+        path = tmp_path / f"gumbel-lift-seed{seed}" / ".hydra" / "overrides.yaml"
+        path.write_text(yaml.safe_dump([f"seed={seed}", f"trainer.lr={lr}"]))
+    make_report(tmp_path)
+    assert sorted(pd.read_csv(tmp_path / "summary.csv")["method"]) == [
+        "lift [trainer.lr=0.1]",
+        "lift [trainer.lr=0.2]",
+    ]

@@ -56,9 +56,17 @@ _NOT_A_VARIANT = ("seed", "data.seed", "device")
 
 def variants(run_dirs: list[str], frame: pd.DataFrame) -> list[str]:
     """Config settings that differ between runs of one (target, method) cell other than the seed,
-    e.g. "trainer.lr=0.01": a sweep over them must not be averaged into one cell."""
+    e.g. "trainer.lr=0.01": a sweep over them must not be averaged into one cell.
+
+    When every run has Hydra's record of its command-line overrides, only overridden settings
+    count, so that runs of one preset made by different versions of a config (a new key with
+    a default, say) still pool; without that record every differing setting counts."""
     configs = [_flat_config(Path(d)) for d in run_dirs]
     keys = sorted({k for c in configs for k in c if k not in _NOT_A_VARIANT})
+    overridden = [_overridden_keys(Path(d)) for d in run_dirs]
+    if all(o is not None for o in overridden):
+        swept = set().union(*overridden)
+        keys = [k for k in keys if k in swept]
     varying = []
     for key in keys:
         values: dict[tuple, set] = {}
@@ -67,6 +75,18 @@ def variants(run_dirs: list[str], frame: pd.DataFrame) -> list[str]:
         if any(len(v) > 1 for v in values.values()):
             varying.append(key)
     return [",".join(f"{k}={c.get(k)}" for k in varying) for c in configs]
+
+
+def _overridden_keys(run_dir: Path) -> set[str] | None:
+    """Keys set on the command line for this run (Hydra's .hydra/overrides.yaml), or None."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return None
+    try:
+        overrides = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError:
+        return None
+    return {str(o).split("=", 1)[0].lstrip("+~") for o in overrides if "=" in str(o)}
 
 
 def _flat_config(run_dir: Path) -> dict[str, str]:
