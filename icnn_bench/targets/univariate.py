@@ -111,18 +111,23 @@ def _finite(name: str, **values: float) -> None:
             raise TargetError(f"target {name}: {key}={value!r} must be a finite number")
 
 
+def _location_scale(
+    name: str, family: type[D.Distribution], loc: float, scale: float, box: tuple[float, float]
+) -> Univariate:
+    """A location-scale family; `box` is given for the standard member (loc 0, scale 1)."""
+    _finite(name, loc=loc)
+    _positive(name, scale=scale)
+    dist = family(torch.tensor(float(loc)), torch.tensor(float(scale)))
+    lo, hi = box
+    return Univariate(name, dist, (loc + lo * scale, loc + hi * scale), float(dist.entropy()))
+
+
 def gumbel(loc: float = 0.0, scale: float = 1.0) -> Univariate:
-    _finite("gumbel", loc=loc)
-    _positive("gumbel", scale=scale)
-    dist = D.Gumbel(torch.tensor(float(loc)), torch.tensor(float(scale)))
-    return Univariate("gumbel", dist, (loc - 3.5 * scale, loc + 17 * scale), float(dist.entropy()))
+    return _location_scale("gumbel", D.Gumbel, loc, scale, (-3.5, 17.0))
 
 
 def laplace(loc: float = 0.0, scale: float = 1.0) -> Univariate:
-    _finite("laplace", loc=loc)
-    _positive("laplace", scale=scale)
-    dist = D.Laplace(torch.tensor(float(loc)), torch.tensor(float(scale)))
-    return Univariate("laplace", dist, (loc - 16 * scale, loc + 16 * scale), float(dist.entropy()))
+    return _location_scale("laplace", D.Laplace, loc, scale, (-16.0, 16.0))
 
 
 def gamma(concentration: float = 2.0, rate: float = 1.0) -> Univariate:
@@ -158,10 +163,7 @@ def skewnormal(loc: float = 0.0, scale: float = 1.0, shape: float = 4.0) -> Univ
 
 
 def gaussian(loc: float = 0.0, scale: float = 1.0) -> Univariate:
-    _finite("gaussian", loc=loc)
-    _positive("gaussian", scale=scale)
-    dist = D.Normal(torch.tensor(float(loc)), torch.tensor(float(scale)))
-    return Univariate("gaussian", dist, (loc - 7 * scale, loc + 7 * scale), float(dist.entropy()))
+    return _location_scale("gaussian", D.Normal, loc, scale, (-7.0, 7.0))
 
 
 def logistic(loc: float = 0.0, scale: float = 1.0) -> Univariate:
