@@ -13,9 +13,14 @@ import numpy as np
 import pandas as pd
 
 from icnn_bench import io
-from icnn_bench.report.tables import method_order
+from icnn_bench.report.tables import method_order, natural_key
 
 COLOURS = {"pgd": "tab:blue", "softplus": "tab:orange", "lift": "tab:green"}
+
+
+def short_label(label: str) -> str:
+    """Short panel titles: drop the "target.params." and "data." prefixes of swept keys."""
+    return str(label).replace("target.params.", "").replace("data.", "")
 
 
 def _colour(method: str, index: int) -> str:
@@ -37,7 +42,7 @@ def curve_figure(
     """One panel per target, one colour per method: mean over seeds with a min-max band."""
     if curves.empty or metric not in curves:
         return None
-    targets = sorted(curves["target"].dropna().unique())
+    targets = sorted(curves["target"].dropna().unique(), key=natural_key)
     methods = method_order(curves["method"].unique())
     fig, axes = _panels(len(targets))
     for ax, target in zip(axes, targets, strict=False):
@@ -56,7 +61,7 @@ def curve_figure(
             _robust_ylim(ax, pd.concat(shown))
         if log_y:
             ax.set_yscale("log")
-        ax.set_title(target)
+        ax.set_title(short_label(target), fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -95,7 +100,7 @@ def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
             fits.append((run.target, run.method, run.seed, file))
     if not fits:
         return None
-    targets = sorted({t for t, *_ in fits})
+    targets = sorted({t for t, *_ in fits}, key=natural_key)
     methods = method_order({m for _, m, *_ in fits})
     fig, axes = _panels(len(targets))
     for ax, target in zip(axes, targets, strict=False):
@@ -114,7 +119,8 @@ def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
                 _crop_x(ax, table)
                 truth_drawn = True
             ax.plot(table["x"], table["model"], color=_colour(method, i), lw=1.3, label=method)
-        ax.set_title(target if seed is None else f"{target} (seed {seed})")
+        title = short_label(target)
+        ax.set_title(title if seed is None else f"{title} (seed {seed})", fontsize=10)
         ax.set_xlabel("x")
         ax.set_ylabel("density")
     handles, labels = axes[0].get_legend_handles_labels()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -22,6 +23,11 @@ def method_order(methods) -> list[str]:
     present = [m for m in methods if isinstance(m, str)]
     known = [m for m in METHOD_ORDER if m in present]
     return known + sorted(set(present) - set(known))
+
+
+def natural_key(label: str) -> list:
+    """Sort "d=16" after "d=2": digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(label))]
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -58,7 +64,8 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str | None:
         return None
     methods = method_order(summary["method"].unique())
     lines = ["| target | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
-    for target, cells in summary.groupby("target", sort=True):
+    groups = sorted(summary.groupby("target", sort=False), key=lambda g: natural_key(g[0]))
+    for target, cells in groups:
         by_method = {row.method: row for row in cells.itertuples()}
         means = {
             m: getattr(by_method[m], f"{metric}_mean")
