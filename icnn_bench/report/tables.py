@@ -66,6 +66,8 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str | None:
     lines = ["| target | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     groups = sorted(summary.groupby("target", sort=False), key=lambda g: natural_key(g[0]))
     for target, cells in groups:
+        if cells[f"{metric}_n"].sum() == 0 and cells["failed"].sum() + cells["running"].sum() == 0:
+            continue  # this metric does not exist for this target (e.g. grid KL in d > 2)
         by_method = {row.method: row for row in cells.itertuples()}
         means = {
             m: getattr(by_method[m], f"{metric}_mean")
