@@ -272,7 +272,8 @@ def write_decoded_samples(model: EnergyModel, target: Target, split: Split, run_
 def density_table(model: EnergyModel, target: Target, points: int = 600) -> pd.DataFrame:
     ((lo, hi),) = target.box()
     x = torch.linspace(lo, hi, points).reshape(-1, 1)
-    fitted = model.log_prob(x.to(model.log_z_estimator.eval_grid.device)).cpu().exp()
+    device = next(iter(model.source.pinned.values())).device
+    fitted = model.log_prob(x.to(device)).cpu().exp()
     truth = target.log_prob(x)
     table = {"x": x[:, 0].numpy(), "model": fitted.numpy()}
     if truth is not None:

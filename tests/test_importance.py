@@ -168,3 +168,13 @@ def test_a_run_with_the_flow_proposal(tiny_config, tmp_path):
 
     model = load_run(tmp_path)  # the trained flow comes back with the weights
     assert model.log_z_estimate().value == pytest.approx(result["log_z"], abs=1e-5)
+
+
+def test_importance_sampling_can_be_forced_in_1d(tiny_config, tmp_path):
+    config = tiny_config(
+        model={"log_z": {"estimator": "importance", "train_samples": 128, "eval_samples": 1024}}
+    )
+    result = run(config, tmp_path)
+    assert result["status"] == "ok", result["error"]
+    assert result["log_z_estimator"] == "importance" and result["log_z_se"] > 0
+    assert (tmp_path / "density.csv").exists()

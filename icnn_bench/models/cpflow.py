@@ -119,7 +119,7 @@ def inverse(
     tol: float = 1e-6,
 ) -> Tensor:
     """x with grad F(x) = y: Newton's method on the strongly convex F(x) - <x, y>."""
-    x = y / F.softplus(w0 + 0.0)  # start: invert the quadratic part alone
+    x = y / F.softplus(w0)  # start: invert the quadratic part alone
     for _ in range(steps):
         residual = potential_gradient(params, x, spec, w0, w1) - y
         if float(residual.abs().max()) < tol:

@@ -133,12 +133,10 @@ class ImportanceLogZ(nn.Module):
         return LogZEstimate(float(torch.logsumexp(log_w, 0) - math.log(n)), se, n)
 
     def _log_weights(self, energy_fn: Callable[[Tensor], Tensor], training: bool) -> Tensor:
-        if training:
-            if isinstance(self.proposal, FlowProposal):
-                self.proposal.update(energy_fn, self.train_samples)
-            y, log_q = self.proposal.sample(self.train_samples, self._generator(training))
-        else:
-            y, log_q = self.proposal.sample(self.eval_samples, self._generator(training))
+        if training and isinstance(self.proposal, FlowProposal):
+            self.proposal.update(energy_fn, self.train_samples)
+        samples = self.train_samples if training else self.eval_samples
+        y, log_q = self.proposal.sample(samples, self._generator(training))
         log_w = -energy_fn(y) - log_q
         if not bool(torch.isfinite(log_w).all()):
             raise NonFiniteWeights(
