@@ -9,18 +9,19 @@ import torch
 import yaml
 
 from icnn_bench.errors import ConfigError, DataError
+from icnn_bench.models.base import DensityModel
 from icnn_bench.models.ebm import EnergyModel
 
 __version__ = "0.1.0"
 
 
-def load_run(run_dir: str | Path) -> EnergyModel:
-    """The trained model of a finished run, with `log_prob(x)` and `energy(x)`.
+def load_run(run_dir: str | Path) -> DensityModel:
+    """The trained model of a finished run, with `log_prob(x)` (and `energy(x)` for EBMs).
 
     Evaluation uses the run's pinned emission (for the lift: the summary pooled over the
     training split), so the model is one fixed, normalised convex energy.
     """
-    from icnn_bench.build import energy_model_from_config, target_from_config
+    from icnn_bench.build import model_from_config, target_from_config
 
     run_dir = Path(run_dir)
     result_path, weights_path = run_dir / "result.json", run_dir / "weights.pt"
@@ -32,12 +33,16 @@ def load_run(run_dir: str | Path) -> EnergyModel:
         raise FileNotFoundError(f"{run_dir} holds no trained weights (run status: {status})")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     target = target_from_config(config["target"])
-    model = energy_model_from_config(config, target, config["seed"])
+    model = model_from_config(config, target, config["seed"])
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    model.source.load_state_dict(state["source"])
-    model.source.set_pinned(state["pinned"])
-    model.log_z_estimator.load_state_dict(state.get("log_z", {}))
+    if "source" in state:  # runs written before 0.2 (EBMs only)
+        model.source.load_state_dict(state["source"])
+        model.source.set_pinned(state["pinned"])
+        model.log_z_estimator.load_state_dict(state.get("log_z", {}))
+    else:
+        model.load_state_dict(state["model"])
+        model.set_pinned_state(state["pinned"])
     return model.eval()
 
 
-__all__ = ["ConfigError", "DataError", "EnergyModel", "__version__", "load_run"]
+__all__ = ["ConfigError", "DataError", "DensityModel", "EnergyModel", "__version__", "load_run"]

@@ -11,13 +11,17 @@ from torch import Tensor
 
 from icnn_bench.errors import ConfigError
 from icnn_bench.methods import build_method
+from icnn_bench.methods.base import WeightSource
+from icnn_bench.models.base import DensityModel
 from icnn_bench.models.ebm import EnergyModel
+from icnn_bench.models.flow import ConvexPotentialFlow, LogDetSettings, PotentialBlock
 from icnn_bench.models.icnn import ICNNSpec, init_params
 from icnn_bench.objectives.importance import FlowProposal, GaussianProposal, ImportanceLogZ
 from icnn_bench.objectives.quadrature import QuadratureLogZ
 from icnn_bench.targets import Target, build_target
 
-MODELS = ("icnn",)
+MODELS = ("icnn", "cpflow", "maf_reference")
+REFERENCE_MODELS = ("maf_reference",)  # no weight source: the method setting does not apply
 LOG_Z_ESTIMATORS = ("auto", "quadrature", "importance")
 PROPOSALS = ("gaussian", "flow")
 DEVICES = ("auto", "cpu", "cuda")
@@ -31,6 +35,7 @@ class TrainerSettings:
     grad_clip: float | None = 1.0
     eval_every: int = 200
     weight_decay: float = 0.0
+    lr_halve_every: int | None = None  # multiply the learning rate by 1/2 every this many steps
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_every"):
@@ -43,6 +48,12 @@ class TrainerSettings:
             raise ConfigError(f"trainer.grad_clip={self.grad_clip!r} must be positive or null")
         if not (_positive_number(self.weight_decay) or self.weight_decay == 0):
             raise ConfigError(f"trainer.weight_decay={self.weight_decay!r} must be >= 0")
+        if self.lr_halve_every is not None and not (
+            isinstance(self.lr_halve_every, int) and self.lr_halve_every > 0
+        ):
+            raise ConfigError(
+                f"trainer.lr_halve_every={self.lr_halve_every!r} must be a positive int or null"
+            )
         if self.eval_every > self.steps:
             raise ConfigError(
                 f"trainer.eval_every={self.eval_every} exceeds trainer.steps={self.steps}"
@@ -73,11 +84,12 @@ def target_from_config(target_cfg: dict[str, Any]) -> Target:
 
 
 def spec_from_config(model_cfg: dict[str, Any], dim: int) -> ICNNSpec:
-    name = model_cfg.get("name", "icnn")
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     return ICNNSpec(
-        dim=dim, width=model_cfg["width"], depth=model_cfg["depth"], alpha=model_cfg["alpha"]
+        dim=dim,
+        width=model_cfg["width"],
+        depth=model_cfg["depth"],
+        alpha=model_cfg["alpha"],
+        normalise_positive=bool(model_cfg.get("normalise_positive", False)),
     )
 
 
@@ -136,21 +148,95 @@ def _importance_from_config(
         raise ConfigError(f"model.log_z: {error}") from None
 
 
+def model_name(config: dict[str, Any]) -> str:
+    name = config["model"].get("name", "icnn")
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return name
+
+
+def method_label(config: dict[str, Any]) -> str | None:
+    """The comparison column of a run: its constraint method, or the reference model's name."""
+    name = config.get("model", {}).get("name")
+    return name if name in REFERENCE_MODELS else config.get("method", {}).get("name")
+
+
+def model_from_config(
+    config: dict[str, Any], target: Target, seed: int, train: Tensor | None = None
+) -> DensityModel:
+    """The configured model, initialised deterministically from `seed`. `train` feeds
+    data-dependent initialisation (proposals, ActNorm); None when a saved state follows."""
+    builders = {
+        "icnn": energy_model_from_config,
+        "cpflow": cpflow_from_config,
+        "maf_reference": maf_from_config,
+    }
+    return builders[model_name(config)](config, target, seed, train)
+
+
 def energy_model_from_config(
     config: dict[str, Any], target: Target, seed: int, train: Tensor | None = None
 ) -> EnergyModel:
     """The ICNN EBM with its weight source, initialised deterministically from `seed`."""
     model_cfg = config["model"]
     spec = spec_from_config(model_cfg, target.dim)
-    init = init_params(spec, model_cfg.get("init", "folded_normal"), _generator(seed))
+    generator = _generator(seed)
+    torch.manual_seed(seed)  # the lift's body draws its init from the global stream
+    source = _weight_source(config, spec, generator)
+    return EnergyModel(spec, source, log_z_from_config(model_cfg, target, train, seed))
+
+
+def cpflow_from_config(
+    config: dict[str, Any], target: Target, seed: int, train: Tensor | None = None
+) -> ConvexPotentialFlow:
+    """CP-Flow: `blocks` convex potentials, each with its own weight source."""
+    model_cfg = config["model"]
+    spec = spec_from_config(model_cfg, target.dim)
+    blocks_n = model_cfg.get("blocks", 1)
+    if not isinstance(blocks_n, int) or isinstance(blocks_n, bool) or blocks_n < 1:
+        raise ConfigError(f"model.blocks={blocks_n!r} must be a positive integer")
+    known = {f for f in LogDetSettings.__dataclass_fields__}
+    log_det = LogDetSettings(
+        kind=model_cfg.get("log_det", "auto"),
+        **{k: v for k, v in model_cfg.items() if k in known and k != "kind"},
+    )
+    generator = _generator(seed)
+    torch.manual_seed(seed)
+    blocks = [
+        PotentialBlock(spec, _weight_source(config, spec, generator)) for _ in range(blocks_n)
+    ]
+    flow = ConvexPotentialFlow(
+        blocks, actnorm=model_cfg.get("actnorm", True), log_det=log_det, seed=seed
+    )
+    if train is not None:
+        flow.initialise_actnorms(train[:4096])
+    return flow
+
+
+def maf_from_config(
+    config: dict[str, Any], target: Target, seed: int, train: Tensor | None = None
+) -> DensityModel:
+    from icnn_bench.models.maf import MAFReference
+
+    model_cfg = config["model"]
+    torch.manual_seed(seed)  # zuko initialises from the global stream
+    return MAFReference(
+        target.dim,
+        transforms=model_cfg.get("transforms", 5),
+        hidden=tuple(model_cfg.get("hidden", (128, 128))),
+    )
+
+
+def _weight_source(
+    config: dict[str, Any], spec: ICNNSpec, generator: torch.Generator
+) -> WeightSource:
+    init = init_params(spec, config["model"].get("init", "folded_normal"), generator)
     method_cfg = dict(config["method"])
     method_name = method_cfg.pop("name")
-    torch.manual_seed(seed)  # the lift's body draws its init from the global stream
     try:
-        source = build_method(method_name, spec, init, **method_cfg)
+        return build_method(method_name, spec, init, **method_cfg)
     except TypeError as error:
         raise ConfigError(f"method {method_name}: {error}") from None
-    return EnergyModel(spec, source, log_z_from_config(model_cfg, target, train, seed))
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -17,16 +17,19 @@ import yaml
 from icnn_bench import io
 from icnn_bench.build import (
     TrainerSettings,
-    energy_model_from_config,
+    method_label,
+    model_from_config,
     resolve_device,
     target_from_config,
 )
 from icnn_bench.diagnostics import grad_norm
 from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.metrics import grid_divergences
+from icnn_bench.models.base import DensityModel
+from icnn_bench.models.cpflow import InversionError
 from icnn_bench.models.ebm import EnergyModel
 from icnn_bench.objectives.importance import NonFiniteWeights
-from icnn_bench.objectives.quadrature import QuadratureLogZ
+from icnn_bench.objectives.quadrature import QuadratureLogZ, midpoint_grid
 from icnn_bench.sampling import mala
 from icnn_bench.sinks.base import Sink
 from icnn_bench.sinks.files import FileSink
@@ -34,8 +37,9 @@ from icnn_bench.targets import Split, Target
 
 CONFIG = "config.yaml"
 WEIGHTS = "weights.pt"
-DENSITY = "density.csv"
+DENSITY = "density.csv"  # 1-D: x, model[, target]; 2-D: x, y, model[, target] on a grid
 SAMPLES = "samples.png"
+SAMPLES_CSV = "samples.csv"  # flows in 1-D/2-D: draws by inverting the flow
 ERROR_LOG = "error.txt"
 
 
@@ -55,7 +59,7 @@ def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) 
     result: dict[str, Any] = {
         "target": config.get("target", {}).get("name"),
         "model": config.get("model", {}).get("name"),
-        "method": config.get("method", {}).get("name"),
+        "method": method_label(config),
         "seed": config.get("seed"),
         "status": "failed",
     }
@@ -101,7 +105,7 @@ def _run(
             f"trainer.batch_size={settings.batch_size} is larger than the training split "
             f"(data.n_train={split.train.shape[0]})"
         )
-    model = energy_model_from_config(config, target, seed, train=split.train).to(device)
+    model = model_from_config(config, target, seed, train=split.train).to(device)
     split = Split(*(part.to(device) for part in (split.train, split.val, split.test)))
 
     for sink in sinks:
@@ -122,18 +126,29 @@ def _run(
     if outcome.status != "ok":
         out.update(diverged_step=outcome.diverged_step, error=outcome.error)
         return out
-    model.source.pin(split.train)
+    model.pin(split.train)
     out.update(evaluate(model, split, target))
     _save(model, run_dir, target, split)
+    if hasattr(model, "sample") and target.dim <= 2:
+        try:
+            samples = model.sample(2000, torch.Generator().manual_seed(seed))
+            io.write_csv(run_dir / SAMPLES_CSV, pd.DataFrame(samples.cpu().numpy()))
+        except InversionError as error:  # the model is fine; only its pictures are missing
+            out["sampling_error"] = str(error)
     return out
 
 
 def train_loop(
-    model: EnergyModel, split: Split, settings: TrainerSettings, seed: int, sinks: list[Sink]
+    model: DensityModel, split: Split, settings: TrainerSettings, seed: int, sinks: list[Sink]
 ) -> LoopOutcome:
-    """Adam on mean E(batch) + log Z with clipping; evaluates every `eval_every` steps."""
+    """Adam on the model's loss (the batch NLL) with clipping; evaluates every `eval_every`."""
     trainable = model.trainable_parameters()
     optimizer = make_adam(trainable, settings)
+    schedule = (
+        torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_halve_every, gamma=0.5)
+        if settings.lr_halve_every
+        else None
+    )
     max_norm = settings.grad_clip if settings.grad_clip is not None else math.inf
     batches = torch.Generator(device=split.train.device).manual_seed(seed)
     n_train = split.train.shape[0]
@@ -148,7 +163,7 @@ def train_loop(
             "step": step,
             "train_loss": float(window.mean()) if step > last_logged else math.nan,
             "val_nll": validation_nll(model, split),
-            "dead_frac": model.source.dead_fraction(),
+            "dead_frac": model.dead_fraction(),
             "grad_norm": constrained_grad,
         }
         steps = list(range(last_logged + 1, step + 1))
@@ -165,19 +180,20 @@ def train_loop(
             index = torch.randint(
                 n_train, (settings.batch_size,), generator=batches, device=split.train.device
             )
-            loss = model.nll_loss(split.train[index])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = model.loss_backward(split.train[index])
             evaluating = step % settings.eval_every == 0 or step == settings.steps
             if evaluating:
-                constrained_grad = grad_norm(model.source.constrained_parameters())
+                constrained_grad = grad_norm(model.constrained_parameters())
             total_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm, foreach=True)
             if not bool(torch.isfinite(loss)):
                 return _diverged(step, "non-finite loss", log_eval, last_logged)
             if not bool(torch.isfinite(total_norm)):
                 return _diverged(step, "non-finite gradient", log_eval, last_logged)
             optimizer.step()
-            model.source.project_()
+            if schedule is not None:
+                schedule.step()
+            model.after_step()
             losses[step - 1] = loss.detach()
             if evaluating:
                 log_eval(step)
@@ -204,56 +220,69 @@ def _diverged(step: int, cause: str, log_eval, last_logged: int) -> LoopOutcome:
 
 
 @torch.no_grad()
-def validation_nll(model: EnergyModel, split: Split) -> float:
-    model.source.pin(split.train)
+def validation_nll(model: DensityModel, split: Split) -> float:
+    model.pin(split.train)
     try:
         return float(-model.log_prob(split.val).mean())
     finally:
-        model.source.unpin()
+        model.unpin()
 
 
 @torch.no_grad()
-def evaluate(model: EnergyModel, split: Split, target: Target) -> dict[str, Any]:
+def evaluate(model: DensityModel, split: Split, target: Target) -> dict[str, Any]:
     """Final metrics under the pinned emission: NLLs, and distances to the truth when known."""
-    log_z = model.log_z_estimate()
+    info = model.evaluation_info()
     test_lp = model.log_prob(split.test)
     sample_se = float(test_lp.std() / math.sqrt(test_lp.numel()))
     out: dict[str, Any] = {
         "test_nll": float(-test_lp.mean()),
         # test-sample noise and, for importance sampling, the log Z Monte Carlo error
-        "test_nll_se": math.hypot(sample_se, log_z.se),
+        "test_nll_se": math.hypot(sample_se, info.get("log_z_se", 0.0)),
         "val_nll": float(-model.log_prob(split.val).mean()),
-        "log_z": log_z.value,
-        "log_z_se": log_z.se,
-        "log_z_samples": log_z.samples,
-        "log_z_estimator": model.log_z_estimator.estimate_kind,
-        "dead_frac": model.source.dead_fraction(),
+        **info,
+        "dead_frac": model.dead_fraction(),
     }
+    if model.kind == "flow":
+        out["test_bits_per_dim"] = out["test_nll"] / (target.dim * math.log(2))
     entropy = target.entropy()
     if entropy is not None:
         out["entropy"] = entropy
         out["kl_mc"] = out["test_nll"] - entropy
-    if isinstance(model.log_z_estimator, QuadratureLogZ):
-        nodes, log_cell = model.log_z_estimator.grid(training=False)
+    grid = evaluation_grid(model, target)
+    if grid is not None:
+        nodes, log_cell = grid
+        fitted = model.log_prob(nodes).cpu()
+        out["grid_mass"] = float(torch.logsumexp(fitted.double(), 0).exp() * math.exp(log_cell))
         truth = target.log_prob(nodes.cpu())
         if truth is not None:
-            out.update(grid_divergences(truth, model.log_prob(nodes).cpu(), log_cell))
+            out.update(grid_divergences(truth, fitted, log_cell))
     return out
 
 
-def _save(model: EnergyModel, run_dir: Path, target: Target, split: Split) -> None:
-    pinned = {k: v.cpu() for k, v in model.source.pinned.items()}
+def evaluation_grid(model: DensityModel, target: Target) -> tuple[torch.Tensor, float] | None:
+    """Nodes on the target's box for d <= 2: the EBM's own log Z grid, else a fine grid."""
+    if isinstance(model, EnergyModel):
+        if isinstance(model.log_z_estimator, QuadratureLogZ):
+            return model.log_z_estimator.grid(training=False)
+        return None
+    box = target.box()
+    if box is None or target.dim > 2:
+        return None
+    nodes, log_cell = midpoint_grid(box, 8000 if target.dim == 1 else 200 * 200)
+    return nodes.to(model.device), log_cell
+
+
+def _save(model: DensityModel, run_dir: Path, target: Target, split: Split) -> None:
     io.save_torch(
         run_dir / WEIGHTS,
         {
-            "source": model.source.state_dict(),
-            "pinned": pinned,
-            "log_z": model.log_z_estimator.state_dict(),  # e.g. the fitted proposal
+            "model": model.state_dict(),  # every parameter and buffer (e.g. a fitted proposal)
+            "pinned": model.pinned_state(),  # the evaluation emission of each weight source
         },
     )
-    if target.dim == 1:
+    if target.dim <= 2 and target.box() is not None:
         io.write_csv(run_dir / DENSITY, density_table(model, target))
-    if hasattr(target, "decode"):
+    if hasattr(target, "decode") and isinstance(model, EnergyModel):
         write_decoded_samples(model, target, split, run_dir)
 
 
@@ -264,18 +293,20 @@ def write_decoded_samples(model: EnergyModel, target: Target, split: Split, run_
     generator = torch.Generator(device=split.train.device).manual_seed(0)
     start = split.train[:16]
     samples = mala(model.energy, start, steps=400, step_size=0.02, generator=generator)
-    title = f"{target.name} d={target.dim}, {model.source.name}: MALA 400 steps from train rows"
+    title = f"{target.name} d={target.dim}, {model.method_name}: MALA 400 steps from train rows"
     digits_figure(target.decode(split.test[:16]), target.decode(samples), run_dir / SAMPLES, title)
 
 
 @torch.no_grad()
-def density_table(model: EnergyModel, target: Target, points: int = 600) -> pd.DataFrame:
-    ((lo, hi),) = target.box()
-    x = torch.linspace(lo, hi, points).reshape(-1, 1)
-    device = next(iter(model.source.pinned.values())).device
-    fitted = model.log_prob(x.to(device)).cpu().exp()
-    truth = target.log_prob(x)
-    table = {"x": x[:, 0].numpy(), "model": fitted.numpy()}
+def density_table(model: DensityModel, target: Target) -> pd.DataFrame:
+    """The fitted (and true, where known) density on a grid over the box: 600 points in 1-D,
+    120 x 120 in 2-D."""
+    box = target.box()
+    nodes, _ = midpoint_grid(box, 600 if target.dim == 1 else 120 * 120)
+    fitted = model.log_prob(nodes.to(model.device)).cpu().exp()
+    truth = target.log_prob(nodes)
+    table = {axis: nodes[:, i].numpy() for i, axis in zip(range(target.dim), "xy", strict=False)}
+    table["model"] = fitted.numpy()
     if truth is not None:
         table["target"] = truth.exp().numpy()
     return pd.DataFrame(table)

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from icnn_bench.build import energy_model_from_config, target_from_config
+from icnn_bench.build import method_label, model_from_config, target_from_config
 from icnn_bench.cli import CONF_DIR, GROUPS, available, unknown_choice
 
 OPTIONS = [(group, option) for group in GROUPS for option in available(group)]
@@ -42,8 +42,11 @@ def test_every_config_option_composes_and_builds(group, option):
     if group in ("target", "method", "model", "logger"):
         assert config[group]["name"] == option
     target = target_from_config(config["target"])
-    model = energy_model_from_config(config, target, seed=0)
-    assert model.source.name == config["method"]["name"]
+    model = model_from_config(config, target, seed=0)
+    if model.weight_sources():
+        assert model.method_name == config["method"]["name"]
+    else:  # the reference flow has no weight source; its column is its own name
+        assert method_label(config) == config["model"]["name"] == "maf_reference"
 
 
 @pytest.mark.parametrize("preset", ["quick", "paper_1d"])
@@ -70,7 +73,7 @@ def test_paper_1d_preset_holds_the_papers_recipe():
 def test_unknown_group_choice_is_found_before_hydra_runs():
     assert unknown_choice(["method=pgd,lift", "target=gumbel"]) is None
     message = unknown_choice(["target=gumbel", "method=pgd,adam"])
-    assert message == "unknown method 'adam'; choose one of: lift, pgd, softplus"
+    assert message == "unknown method 'adam'; choose one of: lift, maf_reference, pgd, softplus"
     assert unknown_choice(["target=cauchy"]).startswith("unknown target 'cauchy'; choose one of:")
     assert all(t in unknown_choice(["target=cauchy"]) for t in available("target"))
     assert unknown_choice(["model.width=3", "hydra/launcher=basic"]) is None
@@ -87,7 +90,7 @@ def test_unknown_name_on_the_command_line_is_one_line(tmp_path):
     done = icnn_bench("method=adam", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "icnn-bench: unknown method 'adam'; choose one of: lift, pgd, softplus"
+        "icnn-bench: unknown method 'adam'; choose one of: lift, maf_reference, pgd, softplus"
     )
     assert not (tmp_path / "outputs").exists()
 

@@ -83,7 +83,7 @@ def test_same_seed_same_results_and_seeds_differ(tiny_config, tmp_path):
 
 
 def test_non_finite_loss_is_recorded_as_diverged_with_its_step(tiny_config, tmp_path, monkeypatch):
-    original = EnergyModel.nll_loss
+    original = EnergyModel.loss
     calls = {"n": 0}
 
     def explode_at_step_13(self, batch):
@@ -91,7 +91,7 @@ def test_non_finite_loss_is_recorded_as_diverged_with_its_step(tiny_config, tmp_
         loss = original(self, batch)
         return loss * math.nan if calls["n"] == 13 else loss
 
-    monkeypatch.setattr(EnergyModel, "nll_loss", explode_at_step_13)
+    monkeypatch.setattr(EnergyModel, "loss", explode_at_step_13)
     result = run(tiny_config("softplus"), tmp_path)
     assert result["status"] == "diverged"
     assert result["diverged_step"] == 13

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import Tensor
@@ -27,6 +28,8 @@ def build_method(
         raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
     if "body" in options:
         options["body"] = tuple(options["body"])
+    if "pinned_pool" not in inspect.signature(METHODS[name]).parameters:
+        options.pop("pinned_pool", None)  # an evaluation setting only the lift reads
     return METHODS[name](spec, init, **options)
 
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from icnn_bench.methods.base import WeightSource
 from icnn_bench.models import icnn
+from icnn_bench.models.base import DensityModel
 from icnn_bench.objectives.base import LogZEstimate
 from icnn_bench.objectives.importance import ImportanceLogZ
 from icnn_bench.objectives.quadrature import QuadratureLogZ
 
 
-class EnergyModel(nn.Module):
+class EnergyModel(DensityModel):
     """An ICNN energy whose tensors come from a weight source; log Z from an estimator."""
+
+    kind = "ebm"
 
     def __init__(
         self,
@@ -30,7 +35,7 @@ class EnergyModel(nn.Module):
         """What the EBM optimizer updates (a learned proposal trains itself)."""
         return [p for p in self.source.parameters() if p.requires_grad]
 
-    def nll_loss(self, batch: Tensor) -> Tensor:
+    def loss(self, batch: Tensor) -> Tensor:
         """Training objective: mean E(batch) + log Z, both with the weights emitted for batch."""
         params = self.source(batch)
         mean_energy = icnn.energy(params, batch, self.spec).mean()
@@ -52,6 +57,15 @@ class EnergyModel(nn.Module):
     def log_prob(self, x: Tensor) -> Tensor:
         """Normalised log-density under the evaluation (pinned) weights."""
         return -self.energy(x) - self.log_z()
+
+    def evaluation_info(self) -> dict[str, Any]:
+        log_z = self.log_z_estimate()
+        return {
+            "log_z": log_z.value,
+            "log_z_se": log_z.se,
+            "log_z_samples": log_z.samples,
+            "log_z_estimator": self.log_z_estimator.estimate_kind,
+        }
 
     def _eval_params(self) -> dict[str, Tensor]:
         if self.source.pinned is None:

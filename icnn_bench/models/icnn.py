@@ -35,6 +35,9 @@ class ICNNSpec:
     width: int
     depth: int
     alpha: float = 0.02
+    # divide each non-negative weighted sum by its fan-in (the width): keeps activations of
+    # deep ICNNs from growing geometrically with depth; off in the paper's EBM recipes
+    normalise_positive: bool = False
 
     def __post_init__(self) -> None:
         for key in ("dim", "width", "depth"):
@@ -60,8 +63,19 @@ class ICNNSpec:
         return [t.name for t in self.tensors() if t.constrained]
 
 
+def effective_params(params: dict[str, Tensor], spec: ICNNSpec) -> dict[str, Tensor]:
+    """The tensors the network multiplies by (constrained ones scaled when normalise_positive)."""
+    if not spec.normalise_positive:
+        return params
+    scaled = dict(params)
+    for name in spec.constrained_names():
+        scaled[name] = params[name] / spec.width
+    return scaled
+
+
 def energy(params: dict[str, Tensor], x: Tensor, spec: ICNNSpec) -> Tensor:
     """E(x) for a batch x of shape (n, dim); returns shape (n,)."""
+    params = effective_params(params, spec)
     z = F.softplus(x @ params["A0"].T + params["b0"])
     for layer in range(1, spec.depth):
         pre = z @ params[f"W{layer}"].T + x @ params[f"A{layer}"].T + params[f"b{layer}"]

@@ -1,0 +1,46 @@
+"""A reference non-convex flow: zuko's masked autoregressive flow (MAF), trained by maximum
+likelihood on the same data, so tables show where convex flows stand against a common pick."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from icnn_bench.errors import ConfigError
+from icnn_bench.models.base import DensityModel
+
+
+class MAFReference(DensityModel):
+    kind = "flow"
+
+    def __init__(self, dim: int, transforms: int = 5, hidden: tuple[int, ...] = (128, 128)) -> None:
+        super().__init__()
+        try:
+            import zuko
+        except ImportError:
+            raise ConfigError(
+                "model=maf_reference needs zuko: pip install 'icnn-bench[flows]'"
+            ) from None
+        if not isinstance(transforms, int) or transforms <= 0:
+            raise ConfigError(f"model.transforms={transforms!r} must be a positive integer")
+        if not hidden or any(not isinstance(h, int) or h <= 0 for h in hidden):
+            raise ConfigError(f"model.hidden={list(hidden)!r} must be a list of positive ints")
+        self.flow = zuko.flows.MAF(dim, transforms=transforms, hidden_features=tuple(hidden))
+
+    def loss(self, batch: Tensor) -> Tensor:
+        return -self.flow().log_prob(batch).mean()
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor) -> Tensor:
+        return self.flow().log_prob(x)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        with torch.random.fork_rng(devices=[]):  # zuko samples from the global stream
+            torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+            return self.flow().sample((n,))
+
+    def evaluation_info(self) -> dict[str, Any]:
+        return {}
