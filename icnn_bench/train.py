@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
+from torch import Tensor
 
 from icnn_bench import io
 from icnn_bench.build import (
@@ -248,15 +250,28 @@ def evaluate(model: DensityModel, split: Split, target: Target) -> dict[str, Any
     if entropy is not None:
         out["entropy"] = entropy
         out["kl_mc"] = out["test_nll"] - entropy
+    if model.kind == "flow" and target.dim <= 2 and target.box() is not None:
+        out["grid_mass"] = flow_mass(model, target)
     grid = evaluation_grid(model, target)
     if grid is not None:
         nodes, log_cell = grid
         fitted = model.log_prob(nodes).cpu()
-        out["grid_mass"] = float(torch.logsumexp(fitted.double(), 0).exp() * math.exp(log_cell))
         truth = target.log_prob(nodes.cpu())
         if truth is not None:
             out.update(grid_divergences(truth, fitted, log_cell))
     return out
+
+
+def flow_mass(model: DensityModel, target: Target, widen: float = 3.0) -> float:
+    """A flow's total mass on a grid over the target's box widened `widen` times: a check
+    that the reported density is normalised (it should be 1 up to grid error)."""
+    box = [
+        ((lo + hi) / 2 - widen * (hi - lo) / 2, (lo + hi) / 2 + widen * (hi - lo) / 2)
+        for lo, hi in target.box()
+    ]
+    nodes, log_cell = midpoint_grid(box, 8000 if target.dim == 1 else 300 * 300)
+    log_p = model.log_prob(nodes.to(model.device)).double()
+    return float(torch.logsumexp(log_p, 0).exp() * math.exp(log_cell))
 
 
 def evaluation_grid(model: DensityModel, target: Target) -> tuple[torch.Tensor, float] | None:
@@ -281,7 +296,7 @@ def _save(model: DensityModel, run_dir: Path, target: Target, split: Split) -> N
         },
     )
     if target.dim <= 2 and target.box() is not None:
-        io.write_csv(run_dir / DENSITY, density_table(model, target))
+        io.write_csv(run_dir / DENSITY, density_table(model, target, split.train.cpu()))
     if hasattr(target, "decode") and isinstance(model, EnergyModel):
         write_decoded_samples(model, target, split, run_dir)
 
@@ -298,15 +313,20 @@ def write_decoded_samples(model: EnergyModel, target: Target, split: Split, run_
 
 
 @torch.no_grad()
-def density_table(model: DensityModel, target: Target) -> pd.DataFrame:
+def density_table(model: DensityModel, target: Target, train: Tensor | None = None) -> pd.DataFrame:
     """The fitted (and true, where known) density on a grid over the box: 600 points in 1-D,
-    120 x 120 in 2-D."""
+    120 x 120 in 2-D, where a `data` column also holds the training split's histogram."""
     box = target.box()
-    nodes, _ = midpoint_grid(box, 600 if target.dim == 1 else 120 * 120)
+    per_axis = 600 if target.dim == 1 else 120
+    nodes, log_cell = midpoint_grid(box, per_axis**target.dim)
     fitted = model.log_prob(nodes.to(model.device)).cpu().exp()
     truth = target.log_prob(nodes)
     table = {axis: nodes[:, i].numpy() for i, axis in zip(range(target.dim), "xy", strict=False)}
     table["model"] = fitted.numpy()
     if truth is not None:
         table["target"] = truth.exp().numpy()
+    if target.dim == 2 and train is not None:
+        edges = [np.linspace(lo, hi, per_axis + 1) for lo, hi in box]
+        counts, _, _ = np.histogram2d(train[:, 0].numpy(), train[:, 1].numpy(), bins=edges)
+        table["data"] = (counts / (len(train) * math.exp(log_cell))).reshape(-1)  # ij order
     return pd.DataFrame(table)

@@ -9,7 +9,12 @@ import pandas as pd
 
 from icnn_bench import io
 from icnn_bench.report.collect import collect_runs, read_curves
-from icnn_bench.report.figures import curve_figure, density_figure, dimension_figure
+from icnn_bench.report.figures import (
+    curve_figure,
+    density_figure,
+    dimension_figure,
+    heatmap_figure,
+)
 from icnn_bench.report.tables import comparison_markdown, summarise
 
 
@@ -42,6 +47,7 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
         curve_figure(curves, "val_nll", "validation NLL (nats)", out_dir / "loss_curves.png"),
         curve_figure(curves, "dead_frac", "dead fraction", out_dir / "dead_fraction.png"),
         density_figure(runs, out_dir / "densities.png"),
+        heatmap_figure(runs, out_dir / "densities_2d.png"),
         dimension_figure(runs, out_dir / "by_dimension.png"),
     ]
     files += [p for p in made if p is not None]

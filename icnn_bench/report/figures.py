@@ -15,7 +15,12 @@ import pandas as pd
 from icnn_bench import io
 from icnn_bench.report.tables import method_order, natural_key
 
-COLOURS = {"pgd": "tab:blue", "softplus": "tab:orange", "lift": "tab:green"}
+COLOURS = {
+    "pgd": "tab:blue",
+    "softplus": "tab:orange",
+    "lift": "tab:green",
+    "maf_reference": "tab:purple",
+}
 
 
 def short_label(label: str) -> str:
@@ -96,7 +101,7 @@ def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     fits = []
     for run in runs[runs["status"] == "ok"].itertuples():
         file = Path(run.run_dir) / "density.csv"
-        if file.exists():
+        if file.exists() and getattr(run, "dim", 1) == 1:
             fits.append((run.target, run.method, run.seed, file))
     if not fits:
         return None
@@ -132,6 +137,53 @@ def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
         bbox_to_anchor=(0.5, 1.04),
         frameon=False,
     )
+    fig.tight_layout()
+    io.save_figure(path, fig)
+    plt.close(fig)
+    return path
+
+
+def heatmap_figure(runs: pd.DataFrame, path: Path) -> Path | None:
+    """2-D targets: one row per target; the training data's histogram, then each method's
+    fitted density (lowest seed all methods share); each panel scaled to its own maximum."""
+    fits: dict[tuple[str, str], list[tuple[int, Path]]] = {}
+    for run in runs[runs["status"] == "ok"].itertuples():
+        file = Path(run.run_dir) / "density.csv"
+        if file.exists() and getattr(run, "dim", None) == 2:
+            fits.setdefault((run.target, run.method), []).append((run.seed, file))
+    if not fits:
+        return None
+    targets = sorted({t for t, _ in fits}, key=natural_key)
+    methods = method_order({m for _, m in fits})
+    cols = len(methods) + 1
+    fig, axes = plt.subplots(
+        len(targets), cols, figsize=(2.4 * cols, 2.4 * len(targets)), squeeze=False
+    )
+    for row, target in zip(axes, targets, strict=True):
+        seeds = [{s for s, _ in fits.get((target, m), [])} for m in methods]
+        common = set.intersection(*[s for s in seeds if s])
+        tables = {}
+        for method in methods:
+            options = dict(sorted(fits.get((target, method), [])))
+            if options:
+                seed = min(common) if common else min(options)
+                tables[method] = (seed, pd.read_csv(options[seed]))
+        first = next(iter(tables.values()))[1]
+        side = round(math.sqrt(len(first)))
+        extent = (first["x"].min(), first["x"].max(), first["y"].min(), first["y"].max())
+        images = [("data", first["data"] if "data" in first else first.get("target"))]
+        images += [(f"{m} (seed {s})", t["model"]) for m, (s, t) in tables.items()]
+        for ax, (title, values) in zip(row, images, strict=False):
+            if values is not None:  # each panel on its own scale: shapes, not peak heights
+                grid = np.asarray(values).reshape(side, side).T  # rows = y
+                top = max(float(np.nanpercentile(grid, 99.8)), 1e-12)
+                ax.imshow(grid, origin="lower", extent=extent, cmap="magma", vmin=0, vmax=top)
+            ax.set_title(title, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in row[len(images) :]:
+            ax.set_visible(False)
+        row[0].set_ylabel(short_label(target), fontsize=10)
     fig.tight_layout()
     io.save_figure(path, fig)
     plt.close(fig)

@@ -16,7 +16,7 @@ METRICS: list[tuple[str, str]] = [
     ("kl_mc", "Test NLL − entropy, nats (sample estimate of KL; ±1/√n_test noise)"),
 ]
 FAILED = ("failed", "diverged")
-METHOD_ORDER = ["pgd", "softplus", "lift"]
+METHOD_ORDER = ["pgd", "softplus", "lift", "maf_reference"]
 
 
 def method_order(methods) -> list[str]:
