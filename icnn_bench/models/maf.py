@@ -21,7 +21,7 @@ class MAFReference(DensityModel):
             import zuko
         except ImportError:
             raise ConfigError(
-                "model=maf_reference needs zuko: pip install 'icnn-bench[flows]'"
+                "model=maf_reference needs zuko (a dependency of icnn-bench): pip install zuko"
             ) from None
         if not isinstance(transforms, int) or transforms <= 0:
             raise ConfigError(f"model.transforms={transforms!r} must be a positive integer")

@@ -65,7 +65,7 @@ class FlowProposal(nn.Module):
         except ImportError:
             raise ConfigError(
                 "model.log_z.proposal=flow needs the zuko package: "
-                "pip install 'icnn-bench[flows]' (or use proposal=gaussian)"
+                "pip install zuko (a dependency of icnn-bench; or use proposal=gaussian)"
             ) from None
         autoregressive = zuko.flows.MAF(
             features=dim, transforms=transforms, hidden_features=tuple(hidden)

@@ -171,7 +171,7 @@ def heatmap_figure(runs: pd.DataFrame, path: Path) -> Path | None:
         first = next(iter(tables.values()))[1]
         side = round(math.sqrt(len(first)))
         extent = (first["x"].min(), first["x"].max(), first["y"].min(), first["y"].max())
-        images = [("data", first["data"] if "data" in first else first.get("target"))]
+        images = [_data_panel(first, runs, target, side)]
         images += [(f"{m} (seed {s})", t["model"]) for m, (s, t) in tables.items()]
         for ax, (title, values) in zip(row, images, strict=False):
             if values is not None:  # each panel on its own scale: shapes, not peak heights
@@ -188,6 +188,40 @@ def heatmap_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     io.save_figure(path, fig)
     plt.close(fig)
     return path
+
+
+def _data_panel(table: pd.DataFrame, runs: pd.DataFrame, target: str, side: int):
+    """The data next to the fits: the run's training histogram, else (run folders written
+    before it was saved) fresh draws from the target's config, else its true density."""
+    if "data" in table:
+        return "data", table["data"]
+    draws = _fresh_draws(runs, target)
+    if draws is not None:
+        xs, ys = np.unique(table["x"]), np.unique(table["y"])
+        edges = [_edges(xs), _edges(ys)]
+        counts, _, _ = np.histogram2d(draws[:, 0], draws[:, 1], bins=edges)
+        return "data (fresh draws)", counts.reshape(-1)
+    return "target density", table.get("target")
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    half = (centres[1] - centres[0]) / 2
+    return np.append(centres - half, centres[-1] + half)
+
+
+def _fresh_draws(runs: pd.DataFrame, target: str, n: int = 50_000) -> np.ndarray | None:
+    import yaml
+
+    from icnn_bench.targets import build_target
+
+    for run in runs[runs["target"] == target].itertuples():
+        try:
+            config = yaml.safe_load((Path(run.run_dir) / "config.yaml").read_text())
+            source = build_target(config["target"]["name"], config["target"].get("params"))
+            return source.sample(n, seed=0).numpy()
+        except Exception:  # a picture is not worth failing a report over
+            continue
+    return None
 
 
 def _crop_x(ax, table: pd.DataFrame) -> None:
