@@ -10,7 +10,15 @@ import pytest
 import yaml
 
 from icnn_bench.cli import report_main
-from icnn_bench.report import make_report
+from icnn_bench.report import label_variants, make_report
+from icnn_bench.report.collect import collect_runs
+from icnn_bench.report.stats import paired_difference, wilcoxon_exact_pvalue
+from icnn_bench.report.tables import (
+    comparison_latex,
+    comparison_markdown,
+    paired_comparisons,
+    summarise,
+)
 
 
 def fake_run(root, target, method, seed, status="ok", kl=None, with_result=True):
@@ -70,7 +78,9 @@ def test_table_marks_the_best_method_and_counts_failures(sweep):
     row = next(line for line in table.splitlines() if line.startswith("| gumbel"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "gumbel"
-    assert cells[1].startswith("0.2000 ± 0.1414 (n=2)") and "1 running" in cells[1]
+    # 95% t-interval, n=2: 0.2 ± t(0.975, 1 dof) * 0.1414 / √2 = 0.2 ± 12.7062 * 0.1
+    assert cells[1].startswith("0.2000 ± 0.1414 [-1.0706, 1.4706] (n=2)")
+    assert "1 running" in cells[1]
     assert not cells[1].startswith("**") and not cells[2].startswith("**")
     assert cells[3].startswith("**0.0600 ± 0.0141**") and "1 failed" in cells[3]
 
@@ -118,3 +128,198 @@ def test_settings_pool_unless_swept_when_hydra_recorded_the_overrides(tmp_path):
         "lift [trainer.lr=0.1]",
         "lift [trainer.lr=0.2]",
     ]
+
+
+def tables_of(root):
+    """summary, paired, table.md and table.tex text of a sweep folder, without figures."""
+    runs = label_variants(collect_runs(root))
+    summary, paired = summarise(runs), paired_comparisons(runs)
+    return (
+        summary,
+        paired,
+        comparison_markdown(summary, "sweep", paired),
+        comparison_latex(summary, paired, "sweep"),
+    )
+
+
+def paired_row(paired, target, baseline, metric="kl"):
+    rows = paired[
+        (paired["target"] == target)
+        & (paired["baseline"] == baseline)
+        & (paired["metric"] == metric)
+    ]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def test_summary_holds_a_t_interval_of_the_mean(sweep):
+    summary = tables_of(sweep)[0].set_index("method")
+    t_975_1dof = 12.706204736174694  # Student t quantile, from tables
+    assert summary.loc["pgd", "kl_ci_low"] == pytest.approx(0.2 - t_975_1dof * 0.1)
+    assert summary.loc["pgd", "kl_ci_high"] == pytest.approx(0.2 + t_975_1dof * 0.1)
+    assert "t-interval over seeds" in tables_of(sweep)[2]
+
+
+PGD = [0.30, 0.25, 0.40, 0.35]
+LIFT = [0.21, 0.20, 0.28, 0.30]  # lift - pgd = -0.09, -0.05, -0.12, -0.05
+
+
+@pytest.fixture
+def paired_sweep(tmp_path):
+    for seed, (pgd, lift) in enumerate(zip(PGD, LIFT, strict=True)):
+        fake_run(tmp_path, "gumbel", "pgd", seed, kl=pgd)
+        fake_run(tmp_path, "gumbel", "lift", seed, kl=lift)
+        fake_run(tmp_path, "gumbel", "maf_reference", seed, kl=0.01)
+    fake_run(tmp_path, "gumbel", "pgd", 4, status="failed")  # unpaired: left out
+    fake_run(tmp_path, "gumbel", "lift", 4, kl=0.5)
+    fake_run(tmp_path, "gumbel", "lift", 5, kl=0.5)  # no pgd run with this seed
+    return tmp_path
+
+
+def test_paired_difference_matches_a_hand_computation(paired_sweep):
+    row = paired_row(tables_of(paired_sweep)[1], "gumbel", "pgd")
+    differences = [-0.09, -0.05, -0.12, -0.05]
+    mean = sum(differences) / 4
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / 3)
+    t_975_3dof = 3.182446305284263
+    t_statistic = mean / (sd / 2)
+    assert (row["n_pairs"], row["lift"]) == (4, "lift")
+    assert row["mean_diff"] == pytest.approx(-0.0775)
+    assert row["ci_low"] == pytest.approx(mean - t_975_3dof * sd / 2)
+    assert row["ci_high"] == pytest.approx(mean + t_975_3dof * sd / 2)
+    assert t_statistic == pytest.approx(-4.5543, abs=1e-4)
+    # two-sided p of t = -4.5543 with 3 dof: 2 * P(T_3 > 4.5543)
+    assert row["t_p"] == pytest.approx(_t_two_sided_p(t_statistic, 3), rel=1e-6)
+    # all four signs negative: exact two-sided p = 2 / 2^4
+    assert row["wilcoxon_p"] == pytest.approx(0.125)
+    assert row["verdict"] == "win"
+    assert row["lift_mean"] == pytest.approx(sum(LIFT) / 4)
+
+
+def _t_two_sided_p(t: float, dof: int) -> float:
+    """Student t tail for 3 dof in closed form: P(|T| > t) = 1 - 2/pi (atan(x) + x/(1+x^2)),
+    x = t/sqrt(3)."""
+    assert dof == 3
+    x = abs(t) / math.sqrt(3)
+    return 1 - 2 / math.pi * (math.atan(x) + x / (1 + x**2))
+
+
+def test_paired_p_values_agree_with_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    lift = [0.11, 0.35, 0.18, 0.42, 0.27, 0.09]
+    base = [0.20, 0.31, 0.29, 0.55, 0.26, 0.23]
+    differences = [a - b for a, b in zip(lift, base, strict=True)]
+    result = paired_difference(differences)
+    assert result["t_p"] == pytest.approx(stats.ttest_rel(lift, base).pvalue)
+    expected = stats.wilcoxon(differences, method="exact").pvalue
+    assert result["wilcoxon_p"] == pytest.approx(expected)
+
+
+def test_wilcoxon_exact_by_hand():
+    # ranks 1..5; negative ranks sum to 2; P(W- <= 2) = #{{}, {1}, {2}} / 2^5
+    assert wilcoxon_exact_pvalue([1.0, -2.0, 3.0, 4.0, 5.0]) == pytest.approx(2 * 3 / 32)
+    assert wilcoxon_exact_pvalue([0.0, 0.0, 0.0]) == 1.0
+    assert math.isnan(wilcoxon_exact_pvalue([1.0]))
+
+
+def test_maf_reference_is_a_baseline_and_the_markdown_cell_is_compact(paired_sweep):
+    paired, markdown = tables_of(paired_sweep)[1:3]
+    assert set(paired["baseline"]) == {"pgd", "maf_reference"}
+    row = next(line for line in markdown.splitlines() if line.startswith("| gumbel | −"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert markdown.count("| target | vs pgd | vs maf_reference |") == 1
+    assert cells[1] == "−0.0775 [−0.1317, −0.0233], p=0.020 (n=4)"
+    assert "lift vs pgd: 1 win, 0 ties, 0 losses (95% paired t-interval" in markdown
+
+
+OFFSETS = [0.01, -0.02, 0.015, -0.005, 0.0]  # sum 0: a paired mean difference of 0
+
+
+def test_wins_ties_and_losses_are_counted_per_target(tmp_path):
+    for seed, offset in enumerate(OFFSETS):
+        base = 0.5 + 0.1 * seed  # seeds differ a lot; pairing takes that out
+        for target, shift in (("better", -0.1), ("worse", 0.1), ("same", 0.0)):
+            fake_run(tmp_path, target, "pgd", seed, kl=base)
+            fake_run(tmp_path, target, "lift", seed, kl=base + shift + offset)
+    paired, markdown, latex = tables_of(tmp_path)[1:]
+    verdicts = paired[paired["metric"] == "kl"].set_index("target")["verdict"].to_dict()
+    assert verdicts == {"better": "win", "same": "tie", "worse": "loss"}
+    line = "lift vs pgd: 1 win, 1 tie, 1 loss (95% paired t-interval over seeds, KL)"
+    assert f"- {line}" in markdown
+    assert f"% {line}" in latex
+
+
+def test_fewer_than_two_pairs_give_no_test(tmp_path):
+    fake_run(tmp_path, "one", "pgd", 0, kl=0.2)
+    fake_run(tmp_path, "one", "lift", 0, kl=0.1)
+    fake_run(tmp_path, "one", "lift", 1, kl=0.1)
+    fake_run(tmp_path, "none", "pgd", 0, kl=0.2)
+    fake_run(tmp_path, "none", "lift", 0, status="diverged")
+    paired, markdown = tables_of(tmp_path)[1:3]
+    one, none = paired_row(paired, "one", "pgd"), paired_row(paired, "none", "pgd")
+    assert (one["n_pairs"], one["verdict"]) == (1, "n<2")
+    assert math.isnan(one["t_p"]) and math.isnan(one["ci_low"])
+    assert (none["n_pairs"], none["verdict"]) == (0, "n<2")
+    assert "| one | −0.1000, n<2 (n=1) |" in markdown
+    assert "| none | n<2 (n=0) |" in markdown
+    assert "lift vs pgd: 0 wins, 0 ties, 0 losses, 2 with n<2" in markdown
+
+
+def test_without_a_lift_the_paired_section_is_left_out(tmp_path):
+    for seed in range(2):
+        fake_run(tmp_path, "gumbel", "pgd", seed, kl=0.1 * (seed + 1))
+        fake_run(tmp_path, "gumbel", "softplus", seed, kl=0.2)
+    paired, markdown, latex = tables_of(tmp_path)[1:]
+    assert paired.empty
+    assert "Paired" not in markdown and "paired" not in latex
+
+
+def test_lift_is_compared_with_baselines_of_the_same_swept_setting(tmp_path):
+    for seed in range(2):
+        for method in ("pgd", "lift"):
+            for depth in (0, 2):
+                run_dir = tmp_path / f"depth{depth}"
+                run_dir = fake_run(run_dir, "gumbel", method, seed, kl=0.1 + seed + depth)
+                config = yaml.safe_load((run_dir / "config.yaml").read_text())
+                config["model"] = {"depth": depth}
+                (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    paired = tables_of(tmp_path)[1]
+    assert sorted(set(zip(paired["lift"], paired["baseline"], strict=True))) == [
+        ("lift [model.depth=0]", "pgd [model.depth=0]"),
+        ("lift [model.depth=2]", "pgd [model.depth=2]"),
+    ]
+
+
+def test_a_second_pass_writes_byte_identical_tables(paired_sweep):
+    fake_run(paired_sweep, "gumbel", "softplus", 0, with_result=False)  # still running
+    names = ("summary.csv", "paired.csv", "table.md", "table.tex")
+    report = make_report(paired_sweep)
+    assert {paired_sweep / n for n in names} <= set(report.files)
+    first = {n: (paired_sweep / n).read_bytes() for n in names}
+    make_report(paired_sweep)
+    assert {n: (paired_sweep / n).read_bytes() for n in names} == first
+
+
+def test_no_lift_leaves_a_paired_csv_with_just_a_header(tmp_path):
+    fake_run(tmp_path, "gumbel", "pgd", 0, kl=0.1)
+    make_report(tmp_path)
+    lines = (tmp_path / "paired.csv").read_text().splitlines()
+    assert lines == [
+        "target,lift,baseline,metric,n_pairs,lift_mean,baseline_mean,mean_diff,"
+        "ci_low,ci_high,t_p,wilcoxon_p,verdict"
+    ]
+
+
+def test_latex_escapes_names_and_uses_booktabs(tmp_path):
+    for seed in range(2):
+        fake_run(tmp_path, "digits_latents", "pgd", seed, kl=0.3 + 0.1 * seed)
+        fake_run(tmp_path, "digits_latents", "lift", seed, kl=-0.1 - 0.01 * seed)
+        fake_run(tmp_path, "digits_latents", "maf_reference", seed, kl=0.2)
+    latex = tables_of(tmp_path)[3]
+    assert "digits\\_latents &" in latex and "maf\\_reference" in latex
+    assert "digits_latents" not in latex.replace("\\_", "")  # no bare underscore
+    assert all(rule in latex for rule in ("\\toprule", "\\midrule", "\\bottomrule"))
+    assert "\\textbf{$-$0.1050 $\\pm$ 0.0071}" in latex  # best (lowest) mean in bold
+    assert "\\begin{tabular}{lccc}" in latex
+    assert latex.count("\\begin{table}") == latex.count("\\end{table}") == 4  # kl, tv, nll, paired
+    assert "±" not in latex and "‖" not in latex

@@ -15,7 +15,12 @@ from icnn_bench.report.figures import (
     dimension_figure,
     heatmap_figure,
 )
-from icnn_bench.report.tables import comparison_markdown, summarise
+from icnn_bench.report.tables import (
+    comparison_latex,
+    comparison_markdown,
+    paired_comparisons,
+    summarise,
+)
 
 
 @dataclass
@@ -37,11 +42,16 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
         raise FileNotFoundError(f"no run folders (result.json or config.yaml) below {sweep_dir}")
     runs = label_variants(runs)
     summary = summarise(runs)
-    markdown = comparison_markdown(summary, f"icnn-bench comparison: {sweep_dir.name}")
-    files = [out_dir / "runs.csv", out_dir / "summary.csv", out_dir / "table.md"]
+    paired = paired_comparisons(runs)
+    title = f"icnn-bench comparison: {sweep_dir.name}"
+    markdown = comparison_markdown(summary, title, paired)
+    names = ("runs.csv", "summary.csv", "paired.csv", "table.md", "table.tex")
+    files = [out_dir / name for name in names]
     io.write_csv(files[0], runs)
     io.write_csv(files[1], summary)
-    io.write_text(files[2], markdown)
+    io.write_csv(files[2], paired)
+    io.write_text(files[3], markdown)
+    io.write_text(files[4], comparison_latex(summary, paired, title))
     curves = read_curves(runs)
     made = [
         curve_figure(curves, "val_nll", "validation NLL (nats)", out_dir / "loss_curves.png"),

@@ -1,4 +1,5 @@
-"""Comparison tables: mean ± std over seeds per target x method, best per row marked."""
+"""Comparison tables over seeds per target x method (mean ± std, t-interval, best marked), paired
+lift − baseline differences, and their markdown and LaTeX renderings."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 import re
 
 import pandas as pd
+
+from icnn_bench.report.stats import LEVEL, paired_difference, t_interval, verdict
 
 # (column in result.json, heading); lower is better for all of them.
 METRICS: list[tuple[str, str]] = [
@@ -15,8 +18,31 @@ METRICS: list[tuple[str, str]] = [
     ("test_nll", "Test NLL, nats"),
     ("kl_mc", "Test NLL − entropy, nats (sample estimate of KL; ±1/√n_test noise)"),
 ]
+SHORT_NAMES = {
+    "kl": "KL",
+    "tv": "TV",
+    "hellinger": "Hellinger",
+    "test_nll": "test NLL",
+    "kl_mc": "NLL − entropy",
+}
 FAILED = ("failed", "diverged")
 METHOD_ORDER = ["pgd", "softplus", "lift", "maf_reference"]
+LIFT = "lift"
+PAIRED_COLUMNS = [
+    "target",
+    "lift",
+    "baseline",
+    "metric",
+    "n_pairs",
+    "lift_mean",
+    "baseline_mean",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "t_p",
+    "wilcoxon_p",
+    "verdict",
+]
 
 
 def method_order(methods) -> list[str]:
@@ -30,8 +56,12 @@ def natural_key(label: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(label))]
 
 
+# ---------------------------------------------------------------- aggregation
+
+
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (target, method): run counts and mean/std/n of each metric over ok runs."""
+    """One row per (target, method): run counts and mean/std/t-interval/n of each metric over
+    ok runs."""
     rows = []
     for (target, method), cell in runs.groupby(["target", "method"], sort=True):
         ok = cell[cell["status"] == "ok"]
@@ -53,17 +83,152 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             values = pd.to_numeric(ok[metric], errors="coerce").dropna() if metric in ok else []
             row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
             row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = t_interval(values)
             row[f"{metric}_n"] = len(values)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def markdown_table(summary: pd.DataFrame, metric: str) -> str | None:
-    """target x method table of `metric`; the lowest mean per row in bold. None if no values."""
-    if summary.empty or summary[f"{metric}_n"].sum() == 0:
-        return None
+def paired_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per target x lift x baseline x metric: lift − baseline over the seeds where both
+    runs are ok (same seed = same data draw). No lift in the sweep: no rows."""
+    rows = []
+    for target in sorted(runs["target"].dropna().unique(), key=natural_key):
+        cell = runs[runs["target"] == target]
+        metrics = [m for m, _ in METRICS if _has_values(cell, m)]
+        for lift in _lift_labels(cell):
+            for baseline in _baselines(cell, lift):
+                rows += [_paired_row(cell, target, lift, baseline, m) for m in metrics]
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _has_values(cell: pd.DataFrame, metric: str) -> bool:
+    if metric not in cell:
+        return False
+    return bool(
+        pd.to_numeric(cell.loc[cell["status"] == "ok", metric], errors="coerce").notna().any()
+    )
+
+
+def _method_names(cell: pd.DataFrame) -> dict[str, str]:
+    """Column label -> method name ("lift [trainer.lr=0.1]" -> "lift")."""
+    names = cell["method_name"] if "method_name" in cell else cell["method"]
+    return {
+        label: name
+        for label, name in zip(cell["method"], names, strict=True)
+        if isinstance(label, str)
+    }
+
+
+def _lift_labels(cell: pd.DataFrame) -> list[str]:
+    return sorted(
+        {label for label, name in _method_names(cell).items() if name == LIFT}, key=natural_key
+    )
+
+
+def _baselines(cell: pd.DataFrame, lift: str) -> list[str]:
+    """Every other method of the row whose swept settings do not contradict the lift's: with
+    model.depth swept, lift at depth 2 is compared with pgd at depth 2 only."""
+    mine = _settings(cell, lift)
+    others = [label for label, name in _method_names(cell).items() if name != LIFT]
+    return [
+        label
+        for label in method_order(others)
+        if all(mine[k] == v for k, v in _settings(cell, label).items() if k in mine)
+    ]
+
+
+def _settings(cell: pd.DataFrame, label: str) -> dict[str, str]:
+    """The swept settings of a column, without those it does not have (value None)."""
+    if "variant" not in cell:
+        return {}
+    variant = cell.loc[cell["method"] == label, "variant"].fillna("").iloc[0]
+    pairs = (part.split("=", 1) for part in variant.split(",") if "=" in part)
+    return {key: value for key, value in pairs if value != "None"}
+
+
+def _paired_row(cell: pd.DataFrame, target: str, lift: str, baseline: str, metric: str) -> dict:
+    mine, theirs = _values_by_seed(cell, lift, metric), _values_by_seed(cell, baseline, metric)
+    seeds = mine.index.intersection(theirs.index).sort_values()
+    mine, theirs = mine[seeds], theirs[seeds]
+    result = paired_difference((mine - theirs).to_numpy())
+    return {
+        "target": target,
+        "lift": lift,
+        "baseline": baseline,
+        "metric": metric,
+        "lift_mean": float(mine.mean()) if len(seeds) else math.nan,
+        "baseline_mean": float(theirs.mean()) if len(seeds) else math.nan,
+        **result,
+        "verdict": verdict(result["n_pairs"], result["ci_low"], result["ci_high"]),
+    }
+
+
+def _values_by_seed(cell: pd.DataFrame, label: str, metric: str) -> pd.Series:
+    ok = cell[(cell["method"] == label) & (cell["status"] == "ok")]
+    if metric not in ok:
+        return pd.Series(dtype=float)
+    frame = pd.DataFrame(
+        {
+            "seed": pd.to_numeric(ok["seed"], errors="coerce"),
+            "value": pd.to_numeric(ok[metric], errors="coerce"),
+        }
+    ).dropna()
+    return frame.groupby("seed")["value"].mean()  # a seed run twice counts once
+
+
+def headline_blocks(paired: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(lift, metric, rows) per lift and target family, a family being the targets whose
+    headline metric (the first of METRICS they have) is `metric`."""
+    if paired.empty:
+        return []
+    order = [m for m, _ in METRICS]
+    headline = {t: min(g["metric"], key=order.index) for t, g in paired.groupby("target")}
+    is_headline = [
+        headline[t] == m for t, m in zip(paired["target"], paired["metric"], strict=True)
+    ]
+    rows = paired[is_headline]
+    blocks = []
+    for lift in sorted(rows["lift"].unique(), key=natural_key):
+        for metric in order:
+            block = rows[(rows["lift"] == lift) & (rows["metric"] == metric)]
+            if len(block):
+                blocks.append((lift, metric, block))
+    return blocks
+
+
+def wins_lines(paired: pd.DataFrame) -> list[str]:
+    """'lift vs pgd: 3 wins, 5 ties, 0 losses (95% paired t-interval over seeds, KL)', one per
+    lift x baseline x target family."""
+    lines = []
+    for lift, metric, block in headline_blocks(paired):
+        for baseline in method_order(block["baseline"].unique()):
+            verdicts = block.loc[block["baseline"] == baseline, "verdict"].tolist()
+            lines.append(_wins_line(lift, baseline, metric, verdicts))
+    return lines
+
+
+def _wins_line(lift: str, baseline: str, metric: str, verdicts: list[str]) -> str:
+    counts = [_count(verdicts.count(v), v) for v in ("win", "tie", "loss")]
+    untested = verdicts.count("n<2")
+    if untested:
+        counts.append(f"{untested} with n<2")
+    basis = f"{LEVEL:.0%} paired t-interval over seeds, {SHORT_NAMES.get(metric, metric)}"
+    return f"{lift} vs {baseline}: {', '.join(counts)} ({basis})"
+
+
+def _count(n: int, word: str) -> str:
+    plural = word + ("es" if word.endswith("s") else "s")
+    return f"{n} {word if n == 1 else plural}"
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _metric_rows(summary: pd.DataFrame, metric: str):
+    """Methods in column order and, per target having `metric`, its cells and best method."""
     methods = method_order(summary["method"].unique())
-    lines = ["| target | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    rows = []
     groups = sorted(summary.groupby("target", sort=False), key=lambda g: natural_key(g[0]))
     for target, cells in groups:
         if cells[f"{metric}_n"].sum() == 0 and cells["failed"].sum() + cells["running"].sum() == 0:
@@ -75,30 +240,53 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str | None:
             if m in by_method and not math.isnan(getattr(by_method[m], f"{metric}_mean"))
         }
         best = min(means, key=means.get) if len(means) > 1 else None
-        entries = []
-        for m in methods:
-            row = by_method.get(m)
-            entries.append("—" if row is None else _cell(row, metric, bold=(m == best)))
+        rows.append((target, by_method, best))
+    return methods, rows
+
+
+def _has_metric(summary: pd.DataFrame, metric: str) -> bool:
+    return not summary.empty and summary[f"{metric}_n"].sum() > 0
+
+
+def markdown_table(summary: pd.DataFrame, metric: str) -> str | None:
+    """target x method table of `metric`; the lowest mean per row in bold. None if no values."""
+    if not _has_metric(summary, metric):
+        return None
+    methods, rows = _metric_rows(summary, metric)
+    lines = ["| target | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for target, by_method, best in rows:
+        entries = [
+            "—" if m not in by_method else _cell(by_method[m], metric, bold=(m == best))
+            for m in methods
+        ]
         lines.append(f"| {target} | " + " | ".join(entries) + " |")
     return "\n".join(lines)
 
 
 def _cell(row, metric: str, bold: bool) -> str:
-    mean, std, n = (getattr(row, f"{metric}_{k}") for k in ("mean", "std", "n"))
+    mean, std, low, high, n = (
+        getattr(row, f"{metric}_{k}") for k in ("mean", "std", "ci_low", "ci_high", "n")
+    )
     if n == 0:
         text = "—"
     else:
         text = _fmt(mean) + (f" ± {_fmt(std)}" if n > 1 else "")
         text = f"**{text}**" if bold else text
+        text += f" [{_fmt(low)}, {_fmt(high)}]" if n > 1 else ""
         text += f" (n={n})"
         if metric in ("test_nll", "kl_mc") and getattr(row, "importance_runs", 0):
             text += f" [IS: se {_fmt(row.log_z_se_mean)}, M={row.log_z_samples}]"
+    notes = _failure_notes(row)
+    return text + (f" [{', '.join(notes)}]" if notes else "")
+
+
+def _failure_notes(row) -> list[str]:
     notes = []
     if row.failed:
         notes.append(f"{row.failed} failed")
     if row.running:
         notes.append(f"{row.running} running")
-    return text + (f" [{', '.join(notes)}]" if notes else "")
+    return notes
 
 
 def _fmt(value: float) -> str:
@@ -110,13 +298,75 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
-def comparison_markdown(summary: pd.DataFrame, title: str) -> str:
-    """All metric tables in one markdown document."""
+def _signed(value: float) -> str:
+    """_fmt with a typographic minus, so a difference's sign stands out."""
+    text = _fmt(value)
+    return "−" + text[1:] if text.startswith("-") else text
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+PAIRED_PREAMBLE = "\n".join(
+    [
+        "Lift minus baseline on the same seeds (same data draw), over the seeds where both runs",
+        "are ok; negative = lift better (every metric is lower-is-better). Cell: mean difference",
+        f"[{LEVEL:.0%} paired t-interval over seeds], two-sided paired t-test p (n = pairs); n<2:",
+        "too few pairs for a test. Each target shows its headline metric (the first one it has);",
+        "paired.csv holds every metric and the exact Wilcoxon signed-rank p (zeros dropped,",
+        "midranks for ties), which with n pairs cannot go below 2/2^n (0.0625 at n = 5).",
+        "Win / loss: the interval lies entirely below / above 0; otherwise a tie.",
+    ]
+)
+
+
+def paired_markdown(paired: pd.DataFrame) -> str | None:
+    """table.md's paired section: per lift and target family, target x baseline differences on
+    the headline metric, then the wins/ties/losses lines. None without a lift."""
+    blocks = headline_blocks(paired)
+    if not blocks:
+        return None
+    headings = dict(METRICS)
+    parts = ["## Paired comparison: lift − baseline over seeds", "", PAIRED_PREAMBLE]
+    for lift, metric, block in blocks:
+        baselines = method_order(block["baseline"].unique())
+        title = headings[metric] + ("" if lift == LIFT else f" ({lift})")
+        parts += ["", f"### {title}", "", _paired_markdown_table(block, baselines)]
+        lines = wins_lines(block)
+        parts += ["", *(f"- {line}" for line in lines)]
+    return "\n".join(parts)
+
+
+def _paired_markdown_table(block: pd.DataFrame, baselines: list[str]) -> str:
+    lines = ["| target | " + " | ".join(f"vs {b}" for b in baselines) + " |"]
+    lines.append("|---" * (len(baselines) + 1) + "|")
+    for target, rows in block.groupby("target", sort=False):
+        by_baseline = {row.baseline: row for row in rows.itertuples()}
+        entries = [_paired_cell(by_baseline[b]) if b in by_baseline else "—" for b in baselines]
+        lines.append(f"| {target} | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
+def _paired_cell(row) -> str:
+    if row.n_pairs == 0:
+        return "n<2 (n=0)"
+    if row.n_pairs < 2:
+        return f"{_signed(row.mean_diff)}, n<2 (n=1)"
+    interval = f"[{_signed(row.ci_low)}, {_signed(row.ci_high)}]"
+    return f"{_signed(row.mean_diff)} {interval}, {_p(row.t_p)} (n={row.n_pairs})"
+
+
+def comparison_markdown(
+    summary: pd.DataFrame, title: str, paired: pd.DataFrame | None = None
+) -> str:
+    """All metric tables in one markdown document, then the paired section if there is a lift."""
     parts = [
         f"# {title}",
         "",
-        "Mean ± std over seeds (n = successful runs); **bold** = lowest mean in the row;",
-        "failed or diverged runs are counted in brackets and left out of the mean.",
+        f"Mean ± std [{LEVEL:.0%} t-interval over seeds: Student t, n − 1 dof] (n = successful",
+        "runs); **bold** = lowest mean in the row; failed or diverged runs are counted in brackets",
+        "and left out of the mean.",
     ]
     if "importance_runs" in summary and summary["importance_runs"].sum() > 0:
         parts += [
@@ -129,4 +379,137 @@ def comparison_markdown(summary: pd.DataFrame, title: str) -> str:
         table = markdown_table(summary, metric)
         if table is not None:
             parts += ["", f"## {heading}", "", table]
+    section = paired_markdown(paired) if paired is not None else None
+    if section is not None:
+        parts += ["", section]
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------- LaTeX
+
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "‖": r"$\|$",
+    "−": "$-$",
+    "±": r"$\pm$",
+    "√": r"$\surd$",
+    "…": r"\ldots{}",
+    "—": "---",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Plain text -> LaTeX text: specials escaped, the few non-ASCII symbols we use in math."""
+    return "".join(_TEX.get(ch, ch) for ch in str(text))
+
+
+def _tex_num(value: float) -> str:
+    text = _fmt(value)
+    if "e" in text and text != "nan":
+        mantissa, exponent = text.split("e")
+        return f"${mantissa}\\times10^{{{int(exponent)}}}$"
+    return "$-$" + text[1:] if text.startswith("-") else text
+
+
+def _tex_label(*parts: str) -> str:
+    return "tab:" + "-".join(re.sub(r"[^A-Za-z0-9]+", "-", p).strip("-") for p in parts)
+
+
+def _tex_table(caption: str, label: str, header: list[str], body: list[list[str]]) -> str:
+    """A booktabs table float; header and body cells are LaTeX already."""
+    return "\n".join(
+        [
+            r"\begin{table}[ht]",
+            r"\centering",
+            rf"\caption{{{caption}}}",
+            rf"\label{{{label}}}",
+            r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}",
+            r"\toprule",
+            " & ".join(header) + r" \\",
+            r"\midrule",
+            *(" & ".join(cells) + r" \\" for cells in body),
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+        ]
+    )
+
+
+def latex_table(summary: pd.DataFrame, metric: str, heading: str) -> str | None:
+    """markdown_table as a booktabs table: mean $\\pm$ std, best mean per row in bold."""
+    if not _has_metric(summary, metric):
+        return None
+    methods, rows = _metric_rows(summary, metric)
+    body = [
+        [latex_escape(target)]
+        + [
+            "---" if m not in by_method else _tex_cell(by_method[m], metric, m == best)
+            for m in methods
+        ]
+        for target, by_method, best in rows
+    ]
+    header = ["target", *(latex_escape(m) for m in methods)]
+    caption = latex_escape(f"{heading}: mean ± std over seeds; bold = lowest mean in the row.")
+    return _tex_table(caption, _tex_label(metric), header, body)
+
+
+def _tex_cell(row, metric: str, bold: bool) -> str:
+    mean, std, n = (getattr(row, f"{metric}_{k}") for k in ("mean", "std", "n"))
+    if n == 0:
+        text = "---"
+    else:
+        text = _tex_num(mean) + (f" $\\pm$ {_tex_num(std)}" if n > 1 else "")
+        text = f"\\textbf{{{text}}}" if bold else text
+    notes = [f"n={n}"] if n else []
+    if n and metric in ("test_nll", "kl_mc") and getattr(row, "importance_runs", 0):
+        notes.append("IS")
+    notes += _failure_notes(row)
+    return text + (f" {{\\scriptsize({'; '.join(notes)})}}" if notes else "")
+
+
+def latex_paired_table(block: pd.DataFrame, lift: str, metric: str) -> str:
+    """The paired markdown table of one lift and target family as a booktabs table."""
+    baselines = method_order(block["baseline"].unique())
+    body = []
+    for target, rows in block.groupby("target", sort=False):
+        by_baseline = {row.baseline: row for row in rows.itertuples()}
+        cells = [_tex_paired_cell(by_baseline[b]) if b in by_baseline else "---" for b in baselines]
+        body.append([latex_escape(target), *cells])
+    header = ["target", *(latex_escape(f"vs {b}") for b in baselines)]
+    caption = latex_escape(
+        f"{lift} − baseline, {dict(METRICS)[metric]}: mean difference over the seeds where both "
+        f"runs are ok [{LEVEL:.0%} paired t-interval], two-sided paired t-test p (n pairs); "
+        "negative = lift better."
+    )
+    return _tex_table(caption, _tex_label("paired", lift, metric), header, body)
+
+
+def _tex_paired_cell(row) -> str:
+    if row.n_pairs == 0:
+        return "n$<$2 (n=0)"
+    if row.n_pairs < 2:
+        return f"{_tex_num(row.mean_diff)}, n$<$2 (n=1)"
+    interval = f"[{_tex_num(row.ci_low)}, {_tex_num(row.ci_high)}]"
+    return f"{_tex_num(row.mean_diff)} {interval}, ${_p(row.t_p)}$ (n={row.n_pairs})"
+
+
+def comparison_latex(summary: pd.DataFrame, paired: pd.DataFrame, title: str) -> str:
+    """table.tex: every metric table, then the paired tables, each a float to \\input."""
+    parts = [f"% {title}", r"% generated by icnn-bench-report; needs \usepackage{booktabs}"]
+    for metric, heading in METRICS:
+        table = latex_table(summary, metric, heading)
+        if table is not None:
+            parts += ["", table]
+    for lift, metric, block in headline_blocks(paired):
+        parts += ["", latex_paired_table(block, lift, metric)]
+        parts += [f"% {line}" for line in wins_lines(block)]
     return "\n".join(parts) + "\n"
