@@ -14,6 +14,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from icnn_bench import train
+from icnn_bench.errors import ConfigError
+from icnn_bench.sinks.base import Sink
 from icnn_bench.sinks.console import ConsoleSink
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -44,7 +46,11 @@ def run_task(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    sinks = [ConsoleSink(progress=cfg.logger.get("progress", "auto"))]
+    try:
+        sinks = make_sinks(config, run_dir, sweep_group(hydra_cfg, config.get("experiment_name")))
+    except ConfigError as error:  # e.g. logger.mode=bogus: one line, before any training
+        print(f"icnn-bench: {error}", file=sys.stderr)
+        sys.exit(2)
     result = train.run(config, run_dir, sinks)
     if hydra_cfg.mode == RunMode.RUN:
         print(f"run folder: {run_dir}")
@@ -52,6 +58,30 @@ def run_task(cfg: DictConfig) -> float | None:
             sys.exit(1)
     value = result.get("val_nll")
     return float(value) if value is not None else None
+
+
+def sweep_group(hydra_cfg: Any, experiment_name: str | None) -> str | None:
+    """The W&B group of a multirun's jobs: `<experiment_name>-<sweep folder name>`, one per
+    sweep; a single run has none."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return f"{experiment_name}-{Path(str(hydra_cfg.sweep.dir)).name}"
+
+
+def make_sinks(config: dict[str, Any], run_dir: Path, group: str | None = None) -> list[Sink]:
+    """The sinks `config["logger"]` asks for next to the run folder's files (always written):
+    the console line, and with `logger=wandb` a W&B run; `group` is its W&B group unless the
+    logger config names one."""
+    logger = config.get("logger") or {}
+    sinks: list[Sink] = [ConsoleSink(progress=logger.get("progress", "auto"))]
+    if logger.get("name") == "wandb":
+        from icnn_bench.sinks.wandb import WandbSink
+
+        options = ("project", "entity", "tags", "job_type", "mode", "dir", "init_timeout")
+        settings = {key: logger[key] for key in options if logger.get(key) is not None}
+        group = logger.get("group") if logger.get("group") is not None else group
+        sinks.append(WandbSink(config, run_dir, group=group, **settings))
+    return sinks
 
 
 class ReportCallback(Callback):
