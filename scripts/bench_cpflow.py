@@ -106,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "method); empty for none",
     )
     parser.add_argument("--skip-naive", action="store_true", help="leave out the torch.func row")
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        default=None,
+        help="a finished softplus cpflow run folder to time at, instead of the warm-up",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/bench_cpflow.md"))
     args = parser.parse_args(argv)
@@ -286,6 +292,23 @@ def warm_up_model(args: argparse.Namespace, target: Target, data: Tensor) -> Con
     return model
 
 
+def trained_model(args: argparse.Namespace) -> ConvexPotentialFlow:
+    """The flow of a finished softplus cpflow run (e.g. from experiment=paper_tabular_cpflow):
+    a state reached by real training; width and depth follow that run."""
+    import yaml
+
+    from icnn_bench import load_run
+
+    config = yaml.safe_load((args.from_run / "config.yaml").read_text())
+    if config["model"]["name"] != "cpflow" or config["method"]["name"] != "softplus":
+        raise SystemExit(f"--from-run needs a softplus cpflow run; {args.from_run} is not one")
+    args.width, args.depth = config["model"]["width"], config["model"]["depth"]
+    model = load_run(args.from_run)
+    model.unpin()  # time training steps, not the pinned evaluation emission
+    assert isinstance(model, ConvexPotentialFlow)
+    return model
+
+
 def draw_batch(data: Tensor, size: int, generator: torch.Generator) -> Tensor:
     return data[torch.randint(data.shape[0], (size,), generator=generator)]
 
@@ -454,6 +477,15 @@ def step_description(args: argparse.Namespace) -> str:
     return f"zero_grad, forward, backward, {clip}fused Adam step"
 
 
+def _origin(args: argparse.Namespace, warm: WarmUp) -> str:
+    if args.from_run is not None:
+        return f"The softplus flow trained by the run {args.from_run} was loaded"
+    return (
+        f"A softplus flow was first trained for {args.steps_warmup} steps with the exact "
+        f"route ({warm.seconds:.0f} s)"
+    )
+
+
 def report(
     args: argparse.Namespace, routes: list[Route], warm: WarmUp, loads: tuple[str, str]
 ) -> str:
@@ -465,8 +497,7 @@ def report(
         f"Wall-clock time of one training step ({step_description(args)}) of a one-block "
         "CP-Flow, per log-det route, measured in one process on one thread. Setting: target "
         f"{args.target}, d = {args.dim}, ICNN width {args.width}, {args.depth} hidden layers, "
-        f"batch {args.batch}, Adam lr {args.lr:g}. A softplus flow was first trained for "
-        f"{args.steps_warmup} steps with the exact route ({warm.seconds:.0f} s) and its state "
+        f"batch {args.batch}, Adam lr {args.lr:g}. {_origin(args, warm)} and its state "
         f"copied into every route's model; each route then took {args.untimed} untimed steps "
         f"and {args.repeats} timed ones, round-robin (same batch for every route within a "
         "round, order rotating). The CG route is CP-Flow's estimator (Rademacher probe, "
@@ -525,7 +556,7 @@ def main(argv: list[str] | None = None) -> None:
     data = target.sample(args.n_data, args.seed).float()
 
     started = time.perf_counter()
-    model = warm_up_model(args, target, data)
+    model = trained_model(args) if args.from_run else warm_up_model(args, target, data)
     seconds = time.perf_counter() - started
     batch = draw_batch(data, args.batch, torch.Generator().manual_seed(args.seed + 3))
     check = None if args.skip_naive else check_naive_agrees(model, batch)
