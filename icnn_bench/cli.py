@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,30 @@ from icnn_bench.sinks.console import ConsoleSink
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("target", "model", "method", "trainer", "logger", "experiment")
+HYDRA_GROUPS = {  # plugin-provided groups: what to install when a choice is missing
+    "hydra/launcher": "launchers joblib, submitit_local, submitit_slurm: "
+    "pip install 'icnn-bench[cluster]'",
+    "hydra/sweeper": "the optuna sweeper: pip install 'icnn-bench[tune]'",
+}
 
 
 def available(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+    """Config names of a group: our YAML files, plus for hydra/* the installed plugins'."""
+    names = {p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_")}
+    if group in HYDRA_GROUPS:
+        names |= _plugin_choices(group)
+    return sorted(names)
+
+
+def _plugin_choices(group: str) -> set[str]:
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # imports installed Hydra plugins, which register their configs
+    node = ConfigStore.instance().repo
+    for part in group.split("/"):
+        node = node.get(part, {})
+    return {name.removesuffix(".yaml") for name in node}
 
 
 def unknown_choice(argv: list[str]) -> str | None:
@@ -33,11 +54,14 @@ def unknown_choice(argv: list[str]) -> str | None:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
-        if key not in GROUPS or "(" in value:
+        if (key not in GROUPS and key not in HYDRA_GROUPS) or "(" in value:
             continue
         for choice in value.split(","):
             if choice and choice not in available(key):
-                return f"unknown {key} {choice!r}; choose one of: {', '.join(available(key))}"
+                message = f"unknown {key} {choice!r}; choose one of: {', '.join(available(key))}"
+                if key in HYDRA_GROUPS:
+                    message += f" (for {HYDRA_GROUPS[key]})"
+                return message
     return None
 
 
@@ -57,7 +81,8 @@ def run_task(cfg: DictConfig) -> float | None:
         if result["status"] != "ok":
             sys.exit(1)
     value = result.get("val_nll")
-    return float(value) if value is not None else None
+    # the objective a sweeper (e.g. optuna) minimises: a run that did not finish is worst
+    return float(value) if result["status"] == "ok" and value is not None else math.inf
 
 
 def sweep_group(hydra_cfg: Any, experiment_name: str | None) -> str | None:
