@@ -28,7 +28,10 @@ class ConsoleSink(Sink):
             step = int(row["step"])
             self._bar.update(step - self._step)
             self._step = step
-            self._bar.set_postfix(val_nll=f"{row['val_nll']:.4f}")
+            self._bar.set_postfix(
+                train_loss=f"{row.get('train_loss', float('nan')):.4f}",
+                val_nll=f"{row['val_nll']:.4f}",
+            )
 
     def finish(self, result: dict[str, Any]) -> None:
         if self._bar is not None:
