@@ -127,6 +127,9 @@ class ReportCallback(Callback):
 def _print_report(report) -> None:
     print()
     print(_first_table(report.table_markdown))
+    if report.verdicts:
+        print()
+        print("\n".join(report.verdicts))
     print(f"\n{report.n_runs} runs aggregated; full tables and figures:")
     for path in report.files:
         print(f"  {path}")

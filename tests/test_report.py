@@ -106,7 +106,10 @@ def test_report_command_writes_to_another_folder(sweep, tmp_path_factory, capsys
     out = tmp_path_factory.mktemp("out")
     report_main([str(sweep), "--out", str(out)])
     assert (out / "table.md").exists() and not (sweep / "table.md").exists()
-    assert "KL(target" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "KL(target" in printed
+    # the verdict lines are printed too: 2 pairs, lift lower on both seeds vs each baseline
+    assert "lift vs pgd: " in printed and "lift vs softplus: " in printed
 
 
 def test_settings_pool_unless_swept_when_hydra_recorded_the_overrides(tmp_path):

@@ -20,6 +20,7 @@ from icnn_bench.report.tables import (
     comparison_markdown,
     paired_comparisons,
     summarise,
+    wins_lines,
 )
 
 
@@ -29,6 +30,7 @@ class Report:
     n_runs: int
     table_markdown: str
     files: list[Path] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)  # lift vs each baseline: wins/ties/losses
 
 
 def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
@@ -61,7 +63,13 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
         dimension_figure(runs, out_dir / "by_dimension.png"),
     ]
     files += [p for p in made if p is not None]
-    return Report(out_dir=out_dir, n_runs=len(runs), table_markdown=markdown, files=files)
+    return Report(
+        out_dir=out_dir,
+        n_runs=len(runs),
+        table_markdown=markdown,
+        files=files,
+        verdicts=wins_lines(paired),
+    )
 
 
 def label_variants(runs: pd.DataFrame) -> pd.DataFrame:
