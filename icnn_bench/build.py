@@ -36,6 +36,9 @@ class TrainerSettings:
     eval_every: int = 200
     weight_decay: float = 0.0
     lr_halve_every: int | None = None  # multiply the learning rate by 1/2 every this many steps
+    probe_every: int | None = None  # cross-covariance probe cadence in steps (null: off)
+    probe_batches: int = 32  # K probe batches per probe
+    probe_permutations: int = 0  # permutation test of the probe pairing (0: off)
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_every"):
@@ -53,6 +56,18 @@ class TrainerSettings:
         ):
             raise ConfigError(
                 f"trainer.lr_halve_every={self.lr_halve_every!r} must be a positive int or null"
+            )
+        if self.probe_every is not None and not (
+            isinstance(self.probe_every, int) and self.probe_every > 0
+        ):
+            raise ConfigError(
+                f"trainer.probe_every={self.probe_every!r} must be a positive int or null"
+            )
+        if not (isinstance(self.probe_batches, int) and self.probe_batches >= 2):
+            raise ConfigError(f"trainer.probe_batches={self.probe_batches!r} must be an int >= 2")
+        if not (isinstance(self.probe_permutations, int) and self.probe_permutations >= 0):
+            raise ConfigError(
+                f"trainer.probe_permutations={self.probe_permutations!r} must be an int >= 0"
             )
         if self.eval_every > self.steps:
             raise ConfigError(

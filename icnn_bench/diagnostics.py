@@ -1,11 +1,26 @@
-"""Diagnostics logged at every evaluation: gradient norms (dead fraction lives on the source)."""
+"""Diagnostics logged on the evaluation cadence: gradient norms (the dead fraction lives on the
+weight source) and the lift's cross-covariance probe.
+
+The probe (the paper's sigma_Jac^2): at a fixed iterate, K probe batches; for each, the emitted
+pre-positivity iterate theta~ of the constrained entries and the loss gradient on their slack b.
+Centred over the probes, C = sum_k (theta_k - mean)(g_k - mean)^T / (K - 1); we report tr C,
+||C||_F and ||C - C^T||_F / ||C||_F without forming the P x P matrix (K x K Gram matrices).
+Without batch conditioning theta~ does not vary over probes, so tr C is zero by measurement.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from icnn_bench.methods.lift import LiftWeights
+from icnn_bench.models.base import DensityModel
+from icnn_bench.objectives.importance import ImportanceLogZ
 
 
 def grad_norm(parameters: list[nn.Parameter]) -> float:
@@ -14,3 +29,122 @@ def grad_norm(parameters: list[nn.Parameter]) -> float:
     if not grads:
         return math.nan
     return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+
+
+@dataclass(frozen=True)
+class CrossCovariance:
+    trace: float  # sigma_Jac^2
+    frobenius: float
+    asymmetry: float  # ||C - C^T||_F / ||C||_F (0 when C = 0)
+    p_value: float | None  # permutation test of the probe pairing (None: not run)
+    probes: int
+
+
+def cross_covariance(
+    theta: Tensor, grad: Tensor, permutations: int = 0, generator: torch.Generator | None = None
+) -> CrossCovariance:
+    """Statistics of the (K-1)-normalised cross-covariance of two (K, P) probe sequences."""
+    if theta is grad or (theta.shape == grad.shape and torch.equal(theta, grad)):
+        raise ValueError(
+            "cross_covariance got the same sequence in both slots; it needs the emitted "
+            "iterates and the slack gradients, two different sequences"
+        )
+    if theta.shape != grad.shape or theta.dim() != 2 or theta.shape[0] < 2:
+        raise ValueError(f"need two (K, P) sequences with K >= 2; got {theta.shape}, {grad.shape}")
+    k = theta.shape[0]
+    a = (theta - theta.mean(0)).double()
+    b = (grad - grad.mean(0)).double()
+    trace = float((a * b).sum() / (k - 1))
+    frob_sq = float(((a @ a.T) * (b @ b.T)).sum()) / (k - 1) ** 2
+    mixed = b @ a.T
+    trace_cc = float((mixed * mixed.T).sum()) / (k - 1) ** 2
+    frobenius = math.sqrt(max(frob_sq, 0.0))
+    asymmetry = math.sqrt(max(2 * frob_sq - 2 * trace_cc, 0.0)) / frobenius if frobenius else 0.0
+    p_value = None
+    if permutations > 0:
+        generator = generator or torch.Generator().manual_seed(0)
+        extreme = 0
+        for _ in range(permutations):
+            order = torch.randperm(k, generator=generator)
+            extreme += abs(float((a * b[order]).sum() / (k - 1))) >= abs(trace)
+        p_value = (1 + extreme) / (1 + permutations)
+    return CrossCovariance(trace, frobenius, asymmetry, p_value, k)
+
+
+def probe_cross_covariance(
+    model: DensityModel,
+    train: Tensor,
+    batch_size: int,
+    probes: int,
+    generator: torch.Generator,
+    permutations: int = 0,
+) -> CrossCovariance:
+    """The probe at the current iterate. Touches no .grad, optimizer or training RNG stream."""
+    thetas, grads = [], []
+    with _undisturbed(model):
+        for _ in range(probes):
+            index = torch.randint(train.shape[0], (batch_size,), generator=generator)
+            loss = model.loss(train[index.to(train.device)])
+            theta, grad = _iterate_and_slack_gradient(model, loss)
+            thetas.append(theta)
+            grads.append(grad)
+    return cross_covariance(torch.stack(thetas), torch.stack(grads), permutations, generator)
+
+
+def _iterate_and_slack_gradient(model: DensityModel, loss: Tensor) -> tuple[Tensor, Tensor]:
+    """theta~ of the constrained entries and dloss/db on them, concatenated over sources.
+    pgd / softplus: their pre-positivity parameters play both roles' places (no batch
+    dependence, so the centred iterate is zero); a fixed slack has no gradient (zeros)."""
+    thetas, targets, masks = [], [], []
+    for source in model.weight_sources():
+        pre = source.pre_positivity()
+        thetas.append(torch.cat([v.detach().reshape(-1) for v in pre.values()]))
+        if isinstance(source, LiftWeights):
+            targets.append(source.slack_gradient_target())
+            masks.append(source.constrained_slots())
+        else:
+            targets.append(None)
+            masks.append(None)
+    wanted = [t for t in targets if t is not None]
+    found = torch.autograd.grad(loss, wanted, allow_unused=True) if wanted else []
+    found_iter = iter(found)
+    grads = []
+    for theta, target, mask in zip(thetas, targets, masks, strict=True):
+        if target is None:
+            grads.append(torch.zeros_like(theta))
+            continue
+        grad = next(found_iter)
+        grad = torch.zeros_like(target) if grad is None else grad
+        grads.append(grad[mask.to(grad.device)].detach())
+    return torch.cat(thetas), torch.cat(grads)
+
+
+@contextlib.contextmanager
+def _undisturbed(model: DensityModel) -> Iterator[None]:
+    """Run probe losses without moving any training state: RNG streams, proposal updates,
+    the lift's record of its last emission."""
+    generators = [
+        value
+        for module in model.modules()
+        for value in vars(module).values()
+        if isinstance(value, torch.Generator)
+    ]
+    states = [g.get_state() for g in generators]
+    estimators = [m for m in model.modules() if isinstance(m, ImportanceLogZ)]
+    unborn = [e for e in estimators if e._train_stream is None]  # created lazily by a loss
+    lifts = [m for m in model.modules() if isinstance(m, LiftWeights)]
+    last = [dict(m._last_pre) for m in lifts]
+    for estimator in estimators:
+        estimator.update_proposal = False
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        for generator, state in zip(generators, states, strict=True):
+            generator.set_state(state)
+        for estimator in estimators:
+            estimator.update_proposal = True
+        for estimator in unborn:
+            estimator._train_stream = None
+        for lift, pre in zip(lifts, last, strict=True):
+            lift._last_pre = pre

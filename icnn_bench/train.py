@@ -24,7 +24,7 @@ from icnn_bench.build import (
     resolve_device,
     target_from_config,
 )
-from icnn_bench.diagnostics import grad_norm
+from icnn_bench.diagnostics import grad_norm, probe_cross_covariance
 from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.metrics import grid_divergences
 from icnn_bench.models.base import DensityModel
@@ -109,6 +109,7 @@ def _run(
         )
     model = model_from_config(config, target, seed, train=split.train).to(device)
     split = Split(*(part.to(device) for part in (split.train, split.val, split.test)))
+    model.use_training_split(split.train)
 
     for sink in sinks:
         sink.start(info, settings.steps)
@@ -155,6 +156,7 @@ def train_loop(
     batches = torch.Generator(device=split.train.device).manual_seed(seed)
     n_train = split.train.shape[0]
     losses = torch.empty(settings.steps)
+    probes = torch.Generator().manual_seed(seed + 7919)  # its own stream: training's is untouched
     last_logged = 0
     constrained_grad = math.nan
 
@@ -168,6 +170,8 @@ def train_loop(
             "dead_frac": model.dead_fraction(),
             "grad_norm": constrained_grad,
         }
+        if settings.probe_every and step % settings.probe_every == 0:
+            row.update(probe_row(model, split, settings, probes))
         steps = list(range(last_logged + 1, step + 1))
         for sink in sinks:
             if steps:
@@ -202,6 +206,26 @@ def train_loop(
     except NonFiniteWeights as error:
         return _diverged(max(step, 1), str(error), log_eval, last_logged)
     return LoopOutcome(status="ok", steps=settings.steps)
+
+
+def probe_row(
+    model: DensityModel, split: Split, settings: TrainerSettings, generator: torch.Generator
+) -> dict[str, float]:
+    """The cross-covariance probe's columns for metrics.csv (sigma_jac2 = its trace)."""
+    probe = probe_cross_covariance(
+        model,
+        split.train,
+        settings.batch_size,
+        settings.probe_batches,
+        generator,
+        settings.probe_permutations,
+    )
+    return {
+        "sigma_jac2": probe.trace,
+        "crosscov_fro": probe.frobenius,
+        "crosscov_asym": probe.asymmetry,
+        "crosscov_p": math.nan if probe.p_value is None else probe.p_value,
+    }
 
 
 def make_adam(params: list[torch.nn.Parameter], settings: TrainerSettings) -> torch.optim.Adam:

@@ -73,7 +73,7 @@ def test_paper_1d_preset_holds_the_papers_recipe():
 def test_unknown_group_choice_is_found_before_hydra_runs():
     assert unknown_choice(["method=pgd,lift", "target=gumbel"]) is None
     message = unknown_choice(["target=gumbel", "method=pgd,adam"])
-    assert message == "unknown method 'adam'; choose one of: lift, maf_reference, pgd, softplus"
+    assert message == "unknown method 'adam'; choose one of: lift, lift_nocond, lift_noslack, lift_nostoch, maf_reference, pgd, softplus"
     assert unknown_choice(["target=cauchy"]).startswith("unknown target 'cauchy'; choose one of:")
     assert all(t in unknown_choice(["target=cauchy"]) for t in available("target"))
     assert unknown_choice(["model.width=3", "hydra/launcher=basic"]) is None
@@ -90,7 +90,7 @@ def test_unknown_name_on_the_command_line_is_one_line(tmp_path):
     done = icnn_bench("method=adam", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "icnn-bench: unknown method 'adam'; choose one of: lift, maf_reference, pgd, softplus"
+        "icnn-bench: unknown method 'adam'; choose one of: lift, lift_nocond, lift_noslack, lift_nostoch, maf_reference, pgd, softplus"
     )
     assert not (tmp_path / "outputs").exists()
 

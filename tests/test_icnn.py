@@ -11,12 +11,22 @@ from icnn_bench.errors import ConfigError
 from icnn_bench.methods import METHODS, build_method
 from icnn_bench.models.icnn import INITS, ICNNSpec, energy, init_params
 
-METHOD_OPTIONS = {"pgd": {}, "softplus": {}, "lift": {"body": (8, 8, 12)}}
+LIFT = {"body": (8, 8, 12)}
+METHOD_OPTIONS = {
+    "pgd": {},
+    "softplus": {},
+    "lift": LIFT,
+    "lift_noslack": {**LIFT, "slack": False},
+    "lift_nocond": {**LIFT, "condition": "constant"},
+    "lift_nostoch": {**LIFT, "stochastic": False},
+}
 
 
 def make_source(name, spec, init):
     torch.manual_seed(1)
-    return build_method(name, spec, init, **METHOD_OPTIONS[name])
+    source = build_method(name, spec, init, **METHOD_OPTIONS[name])
+    source.use_training_split(torch.randn(200, spec.dim))  # what lift_nostoch pools
+    return source
 
 
 def midpoint_gaps(params, spec, n_lines=2000, scale=4.0, seed=0):

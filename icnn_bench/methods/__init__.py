@@ -18,6 +18,10 @@ METHODS: dict[str, type[WeightSource]] = {
     "pgd": ProjectedWeights,
     "softplus": SoftplusWeights,
     "lift": LiftWeights,
+    # the lift with one ingredient deleted; their configs set the switch
+    "lift_noslack": LiftWeights,
+    "lift_nocond": LiftWeights,
+    "lift_nostoch": LiftWeights,
 }
 
 
@@ -30,7 +34,9 @@ def build_method(
         options["body"] = tuple(options["body"])
     if "pinned_pool" not in inspect.signature(METHODS[name]).parameters:
         options.pop("pinned_pool", None)  # an evaluation setting only the lift reads
-    return METHODS[name](spec, init, **options)
+    source = METHODS[name](spec, init, **options)
+    source.name = name
+    return source
 
 
 __all__ = ["METHODS", "WeightSource", "build_method"]

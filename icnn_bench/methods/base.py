@@ -50,6 +50,9 @@ class WeightSource(nn.Module, ABC):
     def project_(self) -> None:
         """Called after every optimizer step."""
 
+    def use_training_split(self, train: Tensor) -> None:
+        """Told the training split once before training (only the lift's ablations read it)."""
+
     def dead_fraction(self) -> float:
         """Share of constrained entries with no gradient path (reparametrised: on the shoulder)."""
         values = torch.cat([u.detach().reshape(-1) for u in self.pre_positivity().values()])

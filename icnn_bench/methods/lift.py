@@ -7,6 +7,10 @@
 
 The conditioning batch is detached, so derivatives of E in x see the emitted weights as
 constants and E stays convex in x. Evaluation pins one emission pooled over the training split.
+
+Ablations, each deleting one ingredient (method=lift_noslack / lift_nocond / lift_nostoch):
+slack=false (b fixed), condition=constant (the body reads a learned code, not the batch),
+stochastic=false (the summary pools the whole training split every step).
 """
 
 from __future__ import annotations
@@ -37,8 +41,19 @@ class LiftWeights(WeightSource):
         slack_init: float = -2.0,
         emit: Literal["all", "constrained"] = "all",
         pinned_pool: str | int = "split",
+        slack: bool = True,
+        condition: Literal["batch", "constant"] = "batch",
+        stochastic: bool = True,
     ) -> None:
         super().__init__(spec)
+        if condition not in ("batch", "constant"):
+            raise ConfigError(f"method.condition={condition!r}; choose one of: batch, constant")
+        for key, value in (("slack", slack), ("stochastic", stochastic)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"method.{key}={value!r} must be true or false")
+        self.condition = condition
+        self.stochastic = stochastic
+        self._split: Tensor | None = None
         if emit not in ("all", "constrained"):
             raise ConfigError(f"method.emit={emit!r}; choose one of: all, constrained")
         if not body or any(not isinstance(w, int) or w <= 0 for w in body):
@@ -60,20 +75,47 @@ class LiftWeights(WeightSource):
         bound = 1.0 / math.sqrt(summary_dim)
         n_out = sum(self._sizes)
         self.readout = nn.Parameter((torch.rand(n_out, summary_dim) * 2 - 1) * bound)
+        slack_trainable = slack
         slack = [
             torch.full((size,), slack_init) if constrained else init[name].reshape(-1)
             for (name, _, constrained), size in zip(self._layout, self._sizes, strict=True)
         ]
-        self.slack = nn.Parameter(torch.cat(slack))
+        # ablation slack=false: b stays at its initial value (no gradient reaches it)
+        self.slack = nn.Parameter(torch.cat(slack), requires_grad=slack_trainable)
         emitted_names = {name for name, _, _ in self._layout}
         self.free = nn.ParameterDict(
             {k: nn.Parameter(v.clone()) for k, v in init.items() if k not in emitted_names}
         )
         self._last_pre: dict[str, Tensor] = {}
+        # ablation condition=constant: the body reads this learned code instead of the batch
+        self.code = nn.Parameter(torch.randn(1, spec.dim)) if condition == "constant" else None
+        self._constrained_index = torch.cat(
+            [
+                torch.full((size,), constrained, dtype=torch.bool)
+                for (_, _, constrained), size in zip(self._layout, self._sizes, strict=True)
+            ]
+        )
+
+    def use_training_split(self, train: Tensor) -> None:
+        """The whole training split, which the stochastic=false ablation pools every step."""
+        self._split = train
+
+    def conditioning(self, batch: Tensor | None) -> Tensor:
+        """What the body reads this step: the batch, or what an ablation puts in its place."""
+        if self.code is not None:
+            return self.code
+        if not self.stochastic:
+            if self._split is None:
+                raise RuntimeError("stochastic=false needs use_training_split(train) first")
+            return self._split
+        if batch is None:
+            raise RuntimeError("the lift emits weights from a batch of data; none was given")
+        return batch
 
     def summary(self, data: Tensor) -> Tensor:
         """Permutation-invariant summary of a set of samples (rows of `data`)."""
-        data = data.detach()
+        if data is not self.code:
+            data = data.detach()  # the data are conditioning only; a learned code trains
         if data.shape[0] <= _POOL_CHUNK:
             pooled = self.body(data).mean(0)
         else:
@@ -84,13 +126,21 @@ class LiftWeights(WeightSource):
         return pooled
 
     def emit(self, batch: Tensor | None) -> dict[str, Tensor]:
-        if batch is None:
-            raise RuntimeError("the lift emits weights from a batch of data; none was given")
-        return self._emit_from_summary(self.summary(batch))
+        return self._emit_from_summary(self.summary(self.conditioning(batch)))
 
     def emit_pinned(self, train_data: Tensor) -> dict[str, Tensor]:
+        if self.code is not None:
+            return self.emit(None)
         pool = train_data if self.pinned_pool == "split" else train_data[: self.pinned_pool]
         return self._emit_from_summary(self.summary(pool))
+
+    def slack_gradient_target(self) -> Tensor | None:
+        """The trainable slack b of the constrained entries (None when b is fixed)."""
+        return self.slack if self.slack.requires_grad else None
+
+    def constrained_slots(self) -> Tensor:
+        """Boolean mask of the constrained entries within the emitted vector theta~."""
+        return self._constrained_index
 
     def _emit_from_summary(self, summary: Tensor) -> dict[str, Tensor]:
         theta = torch.addmv(self.slack, self.readout, summary)
@@ -110,7 +160,7 @@ class LiftWeights(WeightSource):
         return self._last_pre
 
     def constrained_parameters(self) -> list[nn.Parameter]:
-        return [self.readout, self.slack]
+        return [p for p in (self.readout, self.slack) if p.requires_grad]
 
 
 def _relu_mlp(dim_in: int, widths: tuple[int, ...]) -> nn.Sequential:

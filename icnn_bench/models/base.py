@@ -43,6 +43,10 @@ class DensityModel(nn.Module, ABC):
         """Extra final metrics (e.g. the log Z estimate and its standard error)."""
         return {}
 
+    def use_training_split(self, train: Tensor) -> None:
+        for source in self.weight_sources():
+            source.use_training_split(train)
+
     def after_step(self) -> None:
         for source in self.weight_sources():
             source.project_()

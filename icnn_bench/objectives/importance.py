@@ -118,6 +118,7 @@ class ImportanceLogZ(nn.Module):
         self.train_samples, self.eval_samples = train_samples, eval_samples
         self._seed = seed
         self._train_stream: torch.Generator | None = None
+        self.update_proposal = True  # off while a diagnostic probe evaluates the loss
 
     def forward(self, energy_fn: Callable[[Tensor], Tensor], training: bool) -> Tensor:
         log_w = self._log_weights(energy_fn, training)
@@ -133,7 +134,7 @@ class ImportanceLogZ(nn.Module):
         return LogZEstimate(float(torch.logsumexp(log_w, 0) - math.log(n)), se, n)
 
     def _log_weights(self, energy_fn: Callable[[Tensor], Tensor], training: bool) -> Tensor:
-        if training and isinstance(self.proposal, FlowProposal):
+        if training and self.update_proposal and isinstance(self.proposal, FlowProposal):
             self.proposal.update(energy_fn, self.train_samples)
         samples = self.train_samples if training else self.eval_samples
         y, log_q = self.proposal.sample(samples, self._generator(training))

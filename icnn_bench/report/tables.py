@@ -26,7 +26,15 @@ SHORT_NAMES = {
     "kl_mc": "NLL − entropy",
 }
 FAILED = ("failed", "diverged")
-METHOD_ORDER = ["pgd", "softplus", "lift", "maf_reference"]
+METHOD_ORDER = [
+    "pgd",
+    "softplus",
+    "lift",
+    "lift_noslack",
+    "lift_nocond",
+    "lift_nostoch",
+    "maf_reference",
+]
 LIFT = "lift"
 PAIRED_COLUMNS = [
     "target",
