@@ -148,3 +148,60 @@ def _undisturbed(model: DensityModel) -> Iterator[None]:
             estimator._train_stream = None
         for lift, pre in zip(lifts, last, strict=True):
             lift._last_pre = pre
+
+
+class ShoulderDwell:
+    """How long constrained entries of softplus-type sources stay on the shoulder
+    (sigmoid(pre-positivity) < SHOULDER), observed at every evaluation.
+
+    Spells are counted in evaluations, streaming (one int per entry); `survival()` gives the
+    Kaplan-Meier estimate of P(dwell >= t), spells still on the shoulder at the end censored.
+    """
+
+    def __init__(self, eval_every: int) -> None:
+        self.eval_every = eval_every
+        self._run: Tensor | None = None
+        self._ended: list[Tensor] = []
+
+    def observe(self, model: DensityModel) -> None:
+        from icnn_bench.methods.base import SHOULDER
+        from icnn_bench.methods.pgd import ProjectedWeights
+
+        values = [
+            u.detach().reshape(-1).cpu()
+            for source in model.weight_sources()
+            if not isinstance(source, ProjectedWeights)  # pgd has a bound, not a shoulder
+            for u in source.pre_positivity().values()
+        ]
+        if not values:
+            return
+        on = torch.sigmoid(torch.cat(values)) < SHOULDER
+        run = torch.zeros(on.shape, dtype=torch.int64) if self._run is None else self._run
+        finished = (run > 0) & ~on
+        if bool(finished.any()):
+            self._ended.append(run[finished].clone())
+        self._run = torch.where(on, run + 1, torch.zeros_like(run))
+
+    def survival(self) -> list[dict[str, float]]:
+        """Rows: dwell (steps), at_risk, ended, survival; empty when nothing was observed."""
+        if self._run is None:
+            return []
+        ended = torch.cat(self._ended) if self._ended else torch.zeros(0, dtype=torch.int64)
+        censored = self._run[self._run > 0]
+        durations = torch.cat([ended, censored])
+        if durations.numel() == 0:
+            return []
+        top = int(durations.max())
+        ended_at = torch.bincount(ended, minlength=top + 1)
+        total_at = torch.bincount(durations, minlength=top + 1)
+        at_risk = total_at.flip(0).cumsum(0).flip(0)  # spells lasting >= t evaluations
+        rows, alive = [], 1.0
+        for t in range(1, top + 1):
+            n, d = int(at_risk[t]), int(ended_at[t])
+            if n == 0:
+                break
+            alive *= 1 - d / n
+            rows.append(
+                {"dwell_steps": t * self.eval_every, "at_risk": n, "ended": d, "survival": alive}
+            )
+        return rows

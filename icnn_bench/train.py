@@ -24,7 +24,7 @@ from icnn_bench.build import (
     resolve_device,
     target_from_config,
 )
-from icnn_bench.diagnostics import grad_norm, probe_cross_covariance
+from icnn_bench.diagnostics import ShoulderDwell, grad_norm, probe_cross_covariance
 from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.metrics import grid_divergences
 from icnn_bench.models.base import DensityModel
@@ -39,6 +39,7 @@ from icnn_bench.targets import Split, Target
 
 CONFIG = "config.yaml"
 WEIGHTS = "weights.pt"
+DWELL = "dwell.csv"  # softplus-type sources: survival of shoulder spells
 DENSITY = "density.csv"  # 1-D: x, model[, target]; 2-D: x, y, model[, target] on a grid
 SAMPLES = "samples.png"
 SAMPLES_CSV = "samples.csv"  # flows in 1-D/2-D: draws by inverting the flow
@@ -51,6 +52,7 @@ class LoopOutcome:
     steps: int
     diverged_step: int | None = None
     error: str | None = None
+    dwell: list[dict[str, float]] | None = None  # shoulder-dwell survival rows
 
 
 def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) -> dict[str, Any]:
@@ -126,6 +128,8 @@ def _run(
         "dim": target.dim,
         "n_params": sum(p.numel() for p in model.trainable_parameters()),
     }
+    if outcome.dwell:
+        io.write_csv(run_dir / DWELL, pd.DataFrame(outcome.dwell))
     if outcome.status != "ok":
         out.update(diverged_step=outcome.diverged_step, error=outcome.error)
         return out
@@ -157,6 +161,7 @@ def train_loop(
     n_train = split.train.shape[0]
     losses = torch.empty(settings.steps)
     probes = torch.Generator().manual_seed(seed + 7919)  # its own stream: training's is untouched
+    dwell = ShoulderDwell(settings.eval_every)
     last_logged = 0
     constrained_grad = math.nan
 
@@ -172,6 +177,8 @@ def train_loop(
         }
         if settings.probe_every and step % settings.probe_every == 0:
             row.update(probe_row(model, split, settings, probes))
+        if step > 0:  # the shoulder of the weights trained so far
+            dwell.observe(model)
         steps = list(range(last_logged + 1, step + 1))
         for sink in sinks:
             if steps:
@@ -205,7 +212,7 @@ def train_loop(
                 log_eval(step)
     except NonFiniteWeights as error:
         return _diverged(max(step, 1), str(error), log_eval, last_logged)
-    return LoopOutcome(status="ok", steps=settings.steps)
+    return LoopOutcome(status="ok", steps=settings.steps, dwell=dwell.survival())
 
 
 def probe_row(

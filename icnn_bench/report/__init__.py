@@ -13,6 +13,7 @@ from icnn_bench.report.figures import (
     curve_figure,
     density_figure,
     dimension_figure,
+    dwell_figure,
     heatmap_figure,
 )
 from icnn_bench.report.tables import (
@@ -61,6 +62,10 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
         density_figure(runs, out_dir / "densities.png"),
         heatmap_figure(runs, out_dir / "densities_2d.png"),
         dimension_figure(runs, out_dir / "by_dimension.png"),
+        dwell_figure(runs, out_dir / "shoulder_dwell.png"),
+        curve_figure(
+            curves, "sigma_jac2", "σ²_Jac (cross-covariance trace)", out_dir / "sigma_jac2.png"
+        ),
     ]
     files += [p for p in made if p is not None]
     return Report(

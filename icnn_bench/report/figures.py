@@ -19,6 +19,9 @@ COLOURS = {
     "pgd": "tab:blue",
     "softplus": "tab:orange",
     "lift": "tab:green",
+    "lift_noslack": "tab:olive",
+    "lift_nocond": "tab:cyan",
+    "lift_nostoch": "tab:brown",
     "maf_reference": "tab:purple",
 }
 
@@ -222,6 +225,49 @@ def _fresh_draws(runs: pd.DataFrame, target: str, n: int = 50_000) -> np.ndarray
         except Exception:  # a picture is not worth failing a report over
             continue
     return None
+
+
+def dwell_figure(runs: pd.DataFrame, path: Path) -> Path | None:
+    """Survival of shoulder spells (Kaplan-Meier, seeds pooled), a panel per target: how long
+    a constrained entry, once on the softplus shoulder, stays there."""
+    tables = []
+    for run in runs[runs["status"] == "ok"].itertuples():
+        file = Path(run.run_dir) / "dwell.csv"
+        if file.exists():
+            table = pd.read_csv(file)
+            table["target"], table["method"] = run.target, run.method
+            tables.append(table)
+    if not tables:
+        return None
+    frame = pd.concat(tables, ignore_index=True)
+    targets = sorted(frame["target"].unique(), key=natural_key)
+    methods = method_order(frame["method"].unique())
+    fig, axes = _panels(len(targets))
+    for ax, target in zip(axes, targets, strict=False):
+        for i, method in enumerate(methods):
+            cell = frame[(frame["target"] == target) & (frame["method"] == method)]
+            if cell.empty:
+                continue
+            pooled = cell.groupby("dwell_steps")[["at_risk", "ended"]].sum()
+            survival = (1 - pooled["ended"] / pooled["at_risk"]).cumprod()
+            ax.step(pooled.index, survival, where="post", color=_colour(method, i), label=method)
+        ax.set_title(short_label(target), fontsize=10)
+        ax.set_xlabel("steps on the shoulder")
+        ax.set_ylabel("share of spells still on it")
+        ax.set_ylim(0, 1.02)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=max(1, len(labels)),
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.04),
+    )
+    fig.tight_layout()
+    io.save_figure(path, fig)
+    plt.close(fig)
+    return path
 
 
 def _crop_x(ax, table: pd.DataFrame) -> None:
