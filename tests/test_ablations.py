@@ -128,3 +128,54 @@ def test_the_probe_does_not_disturb_training(tiny_config, tmp_path):
     assert metrics["sigma_jac2"].notna().all() and "sigma_jac2" not in pd.read_csv(
         tmp_path / "plain" / "metrics.csv"
     )
+
+
+class _Scripted(torch.nn.Module):
+    """A model whose one softplus source's pre-positivity values we set by hand."""
+
+    def __init__(self, spec, init):
+        super().__init__()
+        self.source = build_method("softplus", spec, init)
+
+    def weight_sources(self):
+        return [self.source]
+
+    def set_on_shoulder(self, on: list[bool]) -> None:
+        values = torch.tensor([-6.0 if flag else 1.0 for flag in on])
+        with torch.no_grad():
+            self.source.params["wL"].copy_(values[: self.source.params["wL"].numel()])
+            for name in self.source.spec.constrained_names():
+                if name != "wL":
+                    self.source.params[name].fill_(1.0)  # off the shoulder throughout
+
+
+def test_shoulder_dwell_is_a_kaplan_meier_survival_of_spells():
+    from icnn_bench.diagnostics import ShoulderDwell
+    from icnn_bench.models.icnn import ICNNSpec, init_params
+
+    spec = ICNNSpec(dim=1, width=3, depth=1)
+    model = _Scripted(spec, init_params(spec, "folded_normal", torch.Generator().manual_seed(0)))
+    dwell = ShoulderDwell(eval_every=10)
+    # entry 0: on for 1 evaluation; entry 1: on for 2; entry 2: on from the 2nd one to the end
+    for on in ([True, True, False], [False, True, True], [False, False, True]):
+        model.set_on_shoulder(on)
+        dwell.observe(model)
+    rows = dwell.survival()
+    # spells: 1 (ended), 2 (ended), 2 (censored); at 1: 3 at risk, 1 ends; at 2: 2, 1 ends
+    assert [r["dwell_steps"] for r in rows] == [10, 20]
+    assert [(r["at_risk"], r["ended"]) for r in rows] == [(3, 1), (2, 1)]
+    assert rows[0]["survival"] == pytest.approx(2 / 3)
+    assert rows[1]["survival"] == pytest.approx(1 / 3)
+
+
+def test_dwell_is_written_for_shoulder_methods_and_drawn_by_the_report(tiny_config, tmp_path):
+    from icnn_bench.report import make_report
+
+    for method in ("softplus", "pgd"):
+        assert run(tiny_config(method), tmp_path / method)["status"] == "ok"
+    table = pd.read_csv(tmp_path / "softplus" / "dwell.csv")
+    assert list(table.columns) == ["dwell_steps", "at_risk", "ended", "survival"]
+    assert table["survival"].is_monotonic_decreasing or len(table) == 1
+    assert not (tmp_path / "pgd" / "dwell.csv").exists()  # a bound, not a shoulder
+    report = make_report(tmp_path)
+    assert tmp_path / "shoulder_dwell.png" in report.files
