@@ -356,13 +356,16 @@ def _paired_markdown_table(block: pd.DataFrame, baselines: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _paired_cell(row) -> str:
+def _paired_cell(row, number=None, too_few: str = "n<2", p_value=None) -> str:
+    """`mean [low, high], p=… (n=…)`; the LaTeX table passes its own number and p formats."""
+    number = number or _signed
+    p_value = p_value or _p
     if row.n_pairs == 0:
-        return "n<2 (n=0)"
+        return f"{too_few} (n=0)"
     if row.n_pairs < 2:
-        return f"{_signed(row.mean_diff)}, n<2 (n=1)"
-    interval = f"[{_signed(row.ci_low)}, {_signed(row.ci_high)}]"
-    return f"{_signed(row.mean_diff)} {interval}, {_p(row.t_p)} (n={row.n_pairs})"
+        return f"{number(row.mean_diff)}, {too_few} (n=1)"
+    interval = f"[{number(row.ci_low)}, {number(row.ci_high)}]"
+    return f"{number(row.mean_diff)} {interval}, {p_value(row.t_p)} (n={row.n_pairs})"
 
 
 def comparison_markdown(
@@ -502,12 +505,7 @@ def latex_paired_table(block: pd.DataFrame, lift: str, metric: str) -> str:
 
 
 def _tex_paired_cell(row) -> str:
-    if row.n_pairs == 0:
-        return "n$<$2 (n=0)"
-    if row.n_pairs < 2:
-        return f"{_tex_num(row.mean_diff)}, n$<$2 (n=1)"
-    interval = f"[{_tex_num(row.ci_low)}, {_tex_num(row.ci_high)}]"
-    return f"{_tex_num(row.mean_diff)} {interval}, ${_p(row.t_p)}$ (n={row.n_pairs})"
+    return _paired_cell(row, _tex_num, "n$<$2", lambda p: f"${_p(p)}$")
 
 
 def comparison_latex(summary: pd.DataFrame, paired: pd.DataFrame, title: str) -> str:
