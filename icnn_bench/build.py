@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from icnn_bench import checks
 from icnn_bench.errors import ConfigError
 from icnn_bench.methods import build_method
 from icnn_bench.methods.base import WeightSource
@@ -25,6 +25,8 @@ REFERENCE_MODELS = ("maf_reference",)  # no weight source: the method setting do
 LOG_Z_ESTIMATORS = ("auto", "quadrature", "importance")
 PROPOSALS = ("gaussian", "flow")
 DEVICES = ("auto", "cpu", "cuda")
+RESUME = ("auto", "never")
+NAN_POLICIES = ("stop", "skip_step")
 
 
 @dataclass(frozen=True)
@@ -39,36 +41,22 @@ class TrainerSettings:
     probe_every: int | None = None  # cross-covariance probe cadence in steps (null: off)
     probe_batches: int = 32  # K probe batches per probe
     probe_permutations: int = 0  # permutation test of the probe pairing (0: off)
+    checkpoint_every: int | None = 1000  # steps between checkpoints (null: none)
+    resume: str = "auto"  # auto: continue from the run folder's checkpoint | never: start over
+    nan_policy: str = "stop"  # stop: non-finite loss/gradient -> diverged | skip_step
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_every"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"trainer.{key}={value!r} must be a positive integer")
-        if not _positive_number(self.lr):
-            raise ConfigError(f"trainer.lr={self.lr!r} must be a positive number")
-        if self.grad_clip is not None and not _positive_number(self.grad_clip):
-            raise ConfigError(f"trainer.grad_clip={self.grad_clip!r} must be positive or null")
-        if not (_positive_number(self.weight_decay) or self.weight_decay == 0):
-            raise ConfigError(f"trainer.weight_decay={self.weight_decay!r} must be >= 0")
-        if self.lr_halve_every is not None and not (
-            isinstance(self.lr_halve_every, int) and self.lr_halve_every > 0
-        ):
-            raise ConfigError(
-                f"trainer.lr_halve_every={self.lr_halve_every!r} must be a positive int or null"
-            )
-        if self.probe_every is not None and not (
-            isinstance(self.probe_every, int) and self.probe_every > 0
-        ):
-            raise ConfigError(
-                f"trainer.probe_every={self.probe_every!r} must be a positive int or null"
-            )
-        if not (isinstance(self.probe_batches, int) and self.probe_batches >= 2):
-            raise ConfigError(f"trainer.probe_batches={self.probe_batches!r} must be an int >= 2")
-        if not (isinstance(self.probe_permutations, int) and self.probe_permutations >= 0):
-            raise ConfigError(
-                f"trainer.probe_permutations={self.probe_permutations!r} must be an int >= 0"
-            )
+            checks.integer(f"trainer.{key}", getattr(self, key))
+        checks.number("trainer.lr", self.lr)
+        checks.number("trainer.grad_clip", self.grad_clip, optional=True)
+        checks.number("trainer.weight_decay", self.weight_decay, strict=False)
+        for key in ("lr_halve_every", "probe_every", "checkpoint_every"):
+            checks.integer(f"trainer.{key}", getattr(self, key), optional=True)
+        checks.integer("trainer.probe_batches", self.probe_batches, minimum=2)
+        checks.integer("trainer.probe_permutations", self.probe_permutations, minimum=0)
+        checks.choice("trainer.resume", self.resume, RESUME)
+        checks.choice("trainer.nan_policy", self.nan_policy, NAN_POLICIES)
         if self.eval_every > self.steps:
             raise ConfigError(
                 f"trainer.eval_every={self.eval_every} exceeds trainer.steps={self.steps}"
@@ -76,17 +64,15 @@ class TrainerSettings:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> TrainerSettings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in cfg.items() if k in known})
-
-
-def _positive_number(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+        known = [f.name for f in fields(cls)]
+        for key in cfg:
+            if key not in known:
+                raise ConfigError(f"trainer.{key} is not a setting; known: {', '.join(known)}")
+        return cls(**cfg)
 
 
 def resolve_device(name: str) -> torch.device:
-    if name not in DEVICES:
-        raise ConfigError(f"device={name!r}; choose one of: {', '.join(DEVICES)}")
+    checks.choice("device", name, DEVICES)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -208,8 +194,8 @@ def cpflow_from_config(
     model_cfg = config["model"]
     spec = spec_from_config(model_cfg, target.dim)
     blocks_n = model_cfg.get("blocks", 1)
-    if not isinstance(blocks_n, int) or isinstance(blocks_n, bool) or blocks_n < 1:
-        raise ConfigError(f"model.blocks={blocks_n!r} must be a positive integer")
+    checks.integer("model.blocks", blocks_n)
+    checks.boolean("model.actnorm", model_cfg.get("actnorm", True))
     known = {f for f in LogDetSettings.__dataclass_fields__}
     log_det = LogDetSettings(
         kind=model_cfg.get("log_det", "auto"),

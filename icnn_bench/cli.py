@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,61 @@ def unknown_choice(argv: list[str]) -> str | None:
     return None
 
 
+def composition_problem(argv: list[str]) -> str | None:
+    """One line for overrides Hydra cannot compose (a misspelt key, bad override syntax),
+    found before any job starts; sweeps are checked at their first value."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in argv):
+        return None  # other Hydra flags (--cfg, -cn, ...): Hydra reports on its own
+    overrides = [arg for arg in argv if not arg.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as error:
+        return f"cannot parse the overrides: {_first_line(error)}"
+    first = []
+    for override in parsed:
+        if not override.is_sweep_override():
+            first.append(override.input_line)
+            continue
+        with contextlib.suppress(Exception):  # interval sweeps (optuna) have no first value
+            value = next(iter(override.sweep_string_iterator()))
+            first.append(f"{override.get_key_element()}={value}")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        try:
+            compose("config", overrides=first, return_hydra_config=True)
+        except Exception as error:
+            return _misspelt_key(error, first) or _first_line(error)
+    return None
+
+
+def _misspelt_key(error: Exception, overrides: list[str]) -> str | None:
+    """`no setting trainer.stpes; did you mean trainer.steps?` for an unknown key."""
+    match = re.match(r"Could not override '([^']+)'", str(error))
+    if match is None:
+        return None
+    from hydra import compose
+
+    key = match.group(1)
+    parent, _, leaf = key.rpartition(".")
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
+    try:
+        node = compose("config", overrides=rest)
+        node = OmegaConf.select(node, parent) if parent else node
+    except Exception:
+        node = None
+    names = list(node.keys()) if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(leaf, [str(n) for n in names], n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    return f"no setting {key}; {hint}(to add a new key use +{key}=...)"
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def run_task(cfg: DictConfig) -> float | None:
     """One Hydra job = one run folder."""
     hydra_cfg = HydraConfig.get()
@@ -75,7 +133,13 @@ def run_task(cfg: DictConfig) -> float | None:
     except ConfigError as error:  # e.g. logger.mode=bogus: one line, before any training
         print(f"icnn-bench: {error}", file=sys.stderr)
         sys.exit(2)
-    result = train.run(config, run_dir, sinks)
+    try:
+        result = train.run(config, run_dir, sinks)
+    except ConfigError as error:  # the run folder holds another run's work: left untouched
+        print(f"icnn-bench: {error}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.RUN:
+            sys.exit(2)
+        return math.inf
     if hydra_cfg.mode == RunMode.RUN:
         print(f"run folder: {run_dir}")
         if result["status"] != "ok":
@@ -130,7 +194,9 @@ def _print_report(report) -> None:
     if report.verdicts:
         print()
         print("\n".join(report.verdicts))
-    print(f"\n{report.n_runs} runs aggregated; full tables and figures:")
+    skipped = ", ".join(f"{n} {status}" for status, n in report.unfinished.items())
+    print(f"\n{report.n_runs} runs aggregated{f' (skipped: {skipped})' if skipped else ''};")
+    print("full tables and figures:")
     for path in report.files:
         print(f"  {path}")
 
@@ -147,7 +213,7 @@ _hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", versio
 
 
 def main() -> None:
-    problem = unknown_choice(sys.argv[1:])
+    problem = unknown_choice(sys.argv[1:]) or composition_problem(sys.argv[1:])
     if problem is not None:
         print(f"icnn-bench: {problem}", file=sys.stderr)
         sys.exit(2)

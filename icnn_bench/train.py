@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 import traceback
@@ -16,13 +17,21 @@ import torch
 import yaml
 from torch import Tensor
 
-from icnn_bench import io
+from icnn_bench import checks, io
 from icnn_bench.build import (
+    RESUME,
     TrainerSettings,
     method_label,
     model_from_config,
     resolve_device,
     target_from_config,
+)
+from icnn_bench.checkpoint import (
+    Checkpoints,
+    first_difference,
+    global_rng_state,
+    open_checkpoints,
+    set_global_rng_state,
 )
 from icnn_bench.diagnostics import ShoulderDwell, grad_norm, probe_cross_covariance
 from icnn_bench.errors import ConfigError, DataError
@@ -34,7 +43,7 @@ from icnn_bench.objectives.importance import NonFiniteWeights
 from icnn_bench.objectives.quadrature import QuadratureLogZ, midpoint_grid
 from icnn_bench.sampling import mala
 from icnn_bench.sinks.base import Sink
-from icnn_bench.sinks.files import FileSink
+from icnn_bench.sinks.files import RESULT, FileSink
 from icnn_bench.targets import Split, Target
 
 CONFIG = "config.yaml"
@@ -53,13 +62,28 @@ class LoopOutcome:
     diverged_step: int | None = None
     error: str | None = None
     dwell: list[dict[str, float]] | None = None  # shoulder-dwell survival rows
+    skipped_steps: int = 0  # nan_policy=skip_step: steps whose update was skipped
 
 
 def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) -> dict[str, Any]:
-    """Train and evaluate one (target, model, method, seed); always leaves a result.json."""
+    """Train and evaluate one (target, model, method, seed); always leaves a result.json.
+
+    With trainer.resume=auto (the default) a run folder that already holds this config's
+    finished result is kept as it is, and one holding its checkpoint continues from there.
+    A folder holding another config's work raises ConfigError and is left untouched."""
     run_dir = Path(run_dir)
-    io.write_text(run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
+    resume = (config.get("trainer") or {}).get("resume", "auto")
+    checks.choice("trainer.resume", resume, RESUME)
     sinks = [FileSink(run_dir), *(sinks or [])]
+    if resume == "auto":
+        finished = finished_result(run_dir, config)
+        if finished is not None:
+            for sink in sinks:
+                sink.already_finished(finished)
+            return finished
+    every = (config.get("trainer") or {}).get("checkpoint_every")
+    checkpoints = open_checkpoints(run_dir, config, every if checks.is_int(every) else None, resume)
+    io.write_text(run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
     result: dict[str, Any] = {
         "target": config.get("target", {}).get("name"),
         "model": config.get("model", {}).get("name"),
@@ -69,29 +93,65 @@ def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) 
     }
     started = time.perf_counter()
     try:
-        result.update(_run(config, run_dir, sinks, result))
+        result.update(_run(config, run_dir, sinks, result, checkpoints))
     except (ConfigError, DataError) as error:
         result.update(status="failed", error=str(error))
+    except KeyboardInterrupt:  # e.g. Ctrl-C: say how to continue, keep the checkpoint
+        where = checkpoints.saved_step
+        result.update(
+            status="interrupted",
+            error="interrupted; the same command resumes it "
+            + (f"from step {where}" if where is not None else "from the start"),
+        )
+        _finish(result, sinks, started)
+        raise
     except Exception as error:  # recorded, so that a sweep goes on and nothing is lost
         io.write_text(run_dir / ERROR_LOG, traceback.format_exc())
         result.update(
             status="failed",
             error=f"{type(error).__name__}: {error} (traceback in {ERROR_LOG})",
         )
+    _finish(result, sinks, started)
+    checkpoints.discard()  # finished one way or another: nothing left to resume
+    return result
+
+
+def _finish(result: dict[str, Any], sinks: list[Sink], started: float) -> None:
     result["wall_s"] = time.perf_counter() - started  # build + train + evaluate + write
     for key in ("test_nll", "kl", "steps", "steps_per_s", "error"):
         result.setdefault(key, None)  # the contract's keys are always present
     for sink in sinks:
         sink.finish(result)
+
+
+def finished_result(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The folder's result when it is this config's finished (ok) run, else None; another
+    config's finished run is refused rather than overwritten."""
+    try:
+        result = json.loads((run_dir / RESULT).read_text())
+        saved = yaml.safe_load((run_dir / CONFIG).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not isinstance(result, dict) or result.get("status") != "ok":
+        return None
+    difference = first_difference(saved or {}, config)
+    if difference is not None:
+        raise ConfigError(
+            f"{run_dir} holds a finished run of another config ({difference}); use a new run "
+            "folder, or trainer.resume=never to overwrite it"
+        )
     return result
 
 
 def _run(
-    config: dict[str, Any], run_dir: Path, sinks: list[Sink], info: dict[str, Any]
+    config: dict[str, Any],
+    run_dir: Path,
+    sinks: list[Sink],
+    info: dict[str, Any],
+    checkpoints: Checkpoints,
 ) -> dict[str, Any]:
     seed = config.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed={seed!r} must be a non-negative integer")
+    checks.integer("seed", seed, minimum=0)
     device = resolve_device(config.get("device", "auto"))
     settings = TrainerSettings.from_dict(config["trainer"])
     data_cfg = config["data"]
@@ -113,21 +173,25 @@ def _run(
     split = Split(*(part.to(device) for part in (split.train, split.val, split.test)))
     model.use_training_split(split.train)
 
+    resumed = checkpoints.resume_from["step"] if checkpoints.resume_from else None
     for sink in sinks:
-        sink.start(info, settings.steps)
+        sink.start({**info, "resumed_from_step": resumed}, settings.steps)
     started = time.perf_counter()
-    outcome = train_loop(model, split, settings, seed, sinks)
+    outcome = train_loop(model, split, settings, seed, sinks, checkpoints)
     train_s = time.perf_counter() - started
 
     out: dict[str, Any] = {
         "status": outcome.status,
         "steps": outcome.steps,
         "train_s": train_s,
-        "steps_per_s": outcome.steps / train_s if train_s > 0 else math.nan,
+        "steps_per_s": (outcome.steps - (resumed or 0)) / train_s if train_s > 0 else math.nan,
         "device": str(device),
         "dim": target.dim,
         "n_params": sum(p.numel() for p in model.trainable_parameters()),
+        "skipped_steps": outcome.skipped_steps,
     }
+    if resumed is not None:
+        out["resumed_from_step"] = resumed
     if outcome.dwell:
         io.write_csv(run_dir / DWELL, pd.DataFrame(outcome.dwell))
     if outcome.status != "ok":
@@ -145,10 +209,20 @@ def _run(
     return out
 
 
+# skip_step gives up after this many non-finite steps in a row: the run will not recover
+MAX_CONSECUTIVE_SKIPS = 50
+
+
 def train_loop(
-    model: DensityModel, split: Split, settings: TrainerSettings, seed: int, sinks: list[Sink]
+    model: DensityModel,
+    split: Split,
+    settings: TrainerSettings,
+    seed: int,
+    sinks: list[Sink],
+    checkpoints: Checkpoints | None = None,
 ) -> LoopOutcome:
-    """Adam on the model's loss (the batch NLL) with clipping; evaluates every `eval_every`."""
+    """Adam on the model's loss (the batch NLL) with clipping; evaluates every `eval_every`,
+    saves a checkpoint every `checkpoint_every` (and after the last step)."""
     trainable = model.trainable_parameters()
     optimizer = make_adam(trainable, settings)
     schedule = (
@@ -159,60 +233,147 @@ def train_loop(
     max_norm = settings.grad_clip if settings.grad_clip is not None else math.inf
     batches = torch.Generator(device=split.train.device).manual_seed(seed)
     n_train = split.train.shape[0]
-    losses = torch.empty(settings.steps)
     probes = torch.Generator().manual_seed(seed + 7919)  # its own stream: training's is untouched
-    dwell = ShoulderDwell(settings.eval_every)
-    last_logged = 0
-    constrained_grad = math.nan
+    loop = {  # what a checkpoint holds besides the modules and the streams
+        "losses": torch.full((settings.steps,), math.nan),
+        "rows": [],
+        "last_logged": 0,
+        "constrained_grad": math.nan,
+        "skipped": 0,
+        "dwell": ShoulderDwell(settings.eval_every),
+    }
 
     def log_eval(step: int) -> None:
-        nonlocal last_logged
-        window = losses[last_logged:step]
+        last = loop["last_logged"]
+        window = loop["losses"][last:step]
         row = {
             "step": step,
-            "train_loss": float(window.mean()) if step > last_logged else math.nan,
+            "train_loss": float(window.nanmean()) if step > last else math.nan,
             "val_nll": validation_nll(model, split),
             "dead_frac": model.dead_fraction(),
-            "grad_norm": constrained_grad,
+            "grad_norm": loop["constrained_grad"],
         }
         if settings.probe_every and step % settings.probe_every == 0:
             row.update(probe_row(model, split, settings, probes))
         if step > 0:  # the shoulder of the weights trained so far
-            dwell.observe(model)
-        steps = list(range(last_logged + 1, step + 1))
-        for sink in sinks:
-            if steps:
-                sink.log_train_losses(steps, window.tolist())
-            sink.log_eval(row)
-        last_logged = step
+            loop["dwell"].observe(model)
+        loop["rows"].append(row)
+        _emit(sinks, list(range(last + 1, step + 1)), window.tolist(), row)
+        loop["last_logged"] = step
 
-    step = 0
+    def snapshot(step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "model": model.state_dict(),
+            "model_rng": model.rng_states(),
+            "global_rng": global_rng_state(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict() if schedule is not None else None,
+            "batches": batches.get_state(),
+            "probes": probes.get_state(),
+            "loop": loop,
+        }
+
+    start = 1
+    state = checkpoints.resume_from if checkpoints is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        model.set_rng_states(state["model_rng"])
+        set_global_rng_state(state["global_rng"])
+        optimizer.load_state_dict(state["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(state["schedule"])
+        batches.set_state(state["batches"])
+        probes.set_state(state["probes"])
+        loop = state["loop"]
+        _replay(sinks, loop["rows"], loop["losses"])
+        start = state["step"] + 1
+
+    step = start - 1
+    consecutive_skips = 0
     try:
-        log_eval(0)
-        for step in range(1, settings.steps + 1):
+        if state is None:
+            log_eval(0)
+        for step in range(start, settings.steps + 1):
             index = torch.randint(
                 n_train, (settings.batch_size,), generator=batches, device=split.train.device
             )
+            batch = split.train[index]
             optimizer.zero_grad(set_to_none=True)
-            loss = model.loss_backward(split.train[index])
+            loss = model.loss_backward(batch)
             evaluating = step % settings.eval_every == 0 or step == settings.steps
             if evaluating:
-                constrained_grad = grad_norm(model.constrained_parameters())
+                loop["constrained_grad"] = grad_norm(model.constrained_parameters())
             total_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm, foreach=True)
-            if not bool(torch.isfinite(loss)):
-                return _diverged(step, "non-finite loss", log_eval, last_logged)
-            if not bool(torch.isfinite(total_norm)):
-                return _diverged(step, "non-finite gradient", log_eval, last_logged)
-            optimizer.step()
+            if not bool(torch.isfinite(loss) & torch.isfinite(total_norm)):  # one host sync
+                cause = non_finite_cause(model, batch, loss)
+                consecutive_skips += 1
+                if (
+                    settings.nan_policy == "stop"
+                    or cause.startswith("non-finite parameters")
+                    or consecutive_skips >= MAX_CONSECUTIVE_SKIPS
+                ):
+                    if consecutive_skips > 1:
+                        cause += f" ({consecutive_skips} steps in a row)"
+                    return _diverged(step, cause, log_eval, loop)
+                loop["skipped"] += 1  # nan_policy=skip_step: no update from this batch
+                optimizer.zero_grad(set_to_none=True)
+            else:
+                consecutive_skips = 0
+                optimizer.step()
+                model.after_step()
+                loop["losses"][step - 1] = loss.detach()
             if schedule is not None:
                 schedule.step()
-            model.after_step()
-            losses[step - 1] = loss.detach()
             if evaluating:
                 log_eval(step)
+            if checkpoints is not None and checkpoints.due(step, settings.steps):
+                checkpoints.save(snapshot(step))
     except NonFiniteWeights as error:
-        return _diverged(max(step, 1), str(error), log_eval, last_logged)
-    return LoopOutcome(status="ok", steps=settings.steps, dwell=dwell.survival())
+        return _diverged(max(step, 1), str(error), log_eval, loop)
+    return LoopOutcome(
+        status="ok",
+        steps=settings.steps,
+        dwell=loop["dwell"].survival(),
+        skipped_steps=loop["skipped"],
+    )
+
+
+def _emit(sinks: list[Sink], steps: list[int], losses: list[float], row: dict) -> None:
+    for sink in sinks:
+        if steps:
+            sink.log_train_losses(steps, losses)
+        sink.log_eval(row)
+
+
+def _replay(sinks: list[Sink], rows: list[dict], losses: Tensor) -> None:
+    """Give the sinks of a resumed run the history logged before its checkpoint."""
+    previous = 0
+    for row in rows:
+        step = int(row["step"])
+        _emit(sinks, list(range(previous + 1, step + 1)), losses[previous:step].tolist(), row)
+        previous = step
+
+
+@torch.no_grad()
+def non_finite_cause(model: DensityModel, batch: Tensor, loss: Tensor) -> str:
+    """Name what went non-finite first: parameters, emitted weights, the loss, or gradients."""
+    for name, parameter in model.named_parameters():
+        if not bool(torch.isfinite(parameter).all()):
+            return f"non-finite parameters ({name})"
+    for source in model.weight_sources():
+        emitted = source.emit(batch)
+        bad = [name for name, value in emitted.items() if not bool(torch.isfinite(value).all())]
+        if bad:
+            return f"non-finite emitted weights ({source.name}: {', '.join(bad)})"
+    if not bool(torch.isfinite(loss)):
+        return "non-finite loss"
+    bad = [
+        name
+        for name, parameter in model.named_parameters()
+        if parameter.grad is not None and not bool(torch.isfinite(parameter.grad).all())
+    ]
+    return f"non-finite gradient ({', '.join(bad[:3])})"
 
 
 def probe_row(
@@ -245,11 +406,17 @@ def make_adam(params: list[torch.nn.Parameter], settings: TrainerSettings) -> to
         return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
-def _diverged(step: int, cause: str, log_eval, last_logged: int) -> LoopOutcome:
-    if step - 1 > last_logged:
+def _diverged(step: int, cause: str, log_eval, loop: dict[str, Any]) -> LoopOutcome:
+    if step - 1 > loop["last_logged"]:
         with contextlib.suppress(NonFiniteWeights):
             log_eval(step - 1)  # keep the curve up to the last finite step
-    return LoopOutcome(status="diverged", steps=step - 1, diverged_step=step, error=cause)
+    return LoopOutcome(
+        status="diverged",
+        steps=step - 1,
+        diverged_step=step,
+        error=cause,
+        skipped_steps=loop["skipped"],
+    )
 
 
 @torch.no_grad()

@@ -57,6 +57,7 @@ def sweep(tmp_path):
         fake_run(tmp_path, "gumbel", "lift", seed, kl=c)
     fake_run(tmp_path, "gumbel", "lift", 2, status="diverged")
     fake_run(tmp_path, "gumbel", "pgd", 2, with_result=False)  # still running
+    fake_run(tmp_path, "gumbel", "softplus", 2, status="interrupted")  # Ctrl-C: resumable
     return tmp_path
 
 
@@ -68,7 +69,12 @@ def test_summary_holds_mean_std_and_counts(sweep):
     assert summary.loc["lift", "kl_n"] == 2
     assert summary.loc["lift", "failed"] == 1
     assert summary.loc["pgd", "running"] == 1
-    assert summary.loc["softplus", ["failed", "running"]].tolist() == [0, 0]
+    assert summary.loc["softplus", ["failed", "running", "interrupted"]].tolist() == [0, 0, 1]
+    assert summary.loc["softplus", "kl_n"] == 2  # unfinished runs are skipped, not averaged
+
+
+def test_the_report_says_how_many_runs_it_skipped(sweep):
+    assert make_report(sweep).unfinished == {"running": 1, "interrupted": 1}
 
 
 def test_table_marks_the_best_method_and_counts_failures(sweep):

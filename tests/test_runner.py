@@ -103,6 +103,70 @@ def test_non_finite_loss_is_recorded_as_diverged_with_its_step(tiny_config, tmp_
     assert list(pd.read_csv(tmp_path / "metrics.csv")["step"]) == [0, 10, 12]
 
 
+def _nan_losses_at(monkeypatch, steps: set[int]) -> None:
+    original = EnergyModel.loss
+    calls = {"n": 0}
+
+    def nan_at(self, batch):
+        calls["n"] += 1
+        loss = original(self, batch)
+        return loss * math.nan if calls["n"] in steps else loss
+
+    monkeypatch.setattr(EnergyModel, "loss", nan_at)
+
+
+def test_skip_step_policy_skips_and_counts_non_finite_steps(tiny_config, tmp_path, monkeypatch):
+    _nan_losses_at(monkeypatch, {5, 7})
+    result = run(tiny_config("lift", trainer={"nan_policy": "skip_step"}), tmp_path)
+    assert result["status"] == "ok", result["error"]
+    assert result["skipped_steps"] == 2 and result["steps"] == 20
+    losses = pd.read_csv(tmp_path / "train_loss.csv")
+    assert losses["train_loss"].isna().tolist() == [s in (5, 7) for s in range(1, 21)]
+    assert pd.read_csv(tmp_path / "metrics.csv")["train_loss"].notna().iloc[1:].all()
+
+
+def test_skip_step_gives_up_when_every_step_is_non_finite(tiny_config, tmp_path, monkeypatch):
+    _nan_losses_at(monkeypatch, set(range(3, 10_000)))
+    config = tiny_config("pgd", trainer={"nan_policy": "skip_step", "steps": 80})
+    result = run(config, tmp_path)
+    assert result["status"] == "diverged"
+    assert result["error"] == "non-finite loss (50 steps in a row)"
+    assert result["diverged_step"] == 52 and result["skipped_steps"] == 49
+
+
+def test_non_finite_emitted_weights_are_named_as_the_cause(tiny_config, tmp_path, monkeypatch):
+    from icnn_bench.methods.lift import LiftWeights
+
+    original = LiftWeights._emit_from_summary
+
+    def overflowing(self, summary):  # e.g. a readout row times the summary overflows float32
+        params = original(self, summary)
+        return {**params, "W2": params["W2"] * math.inf}
+
+    monkeypatch.setattr(LiftWeights, "_emit_from_summary", overflowing)
+    result = run(tiny_config("lift"), tmp_path)
+    assert result["status"] == "diverged" and result["diverged_step"] == 1
+    assert result["error"] == "non-finite emitted weights (lift: W2)"
+    assert list(pd.read_csv(tmp_path / "metrics.csv")["step"]) == [0]
+
+
+def test_non_finite_parameters_stop_even_under_skip_step(tiny_config, tmp_path, monkeypatch):
+    import icnn_bench.train as train_module
+
+    build = train_module.model_from_config
+
+    def broken(*args, **kwargs):
+        model = build(*args, **kwargs)
+        with torch.no_grad():
+            model.source.params["W1"][0, 0] = math.inf
+        return model
+
+    monkeypatch.setattr(train_module, "model_from_config", broken)
+    result = run(tiny_config("softplus", trainer={"nan_policy": "skip_step"}), tmp_path)
+    assert result["status"] == "diverged"
+    assert result["error"].startswith("non-finite parameters (source.params.W1)")
+
+
 @pytest.mark.parametrize(
     "sections,message",
     [

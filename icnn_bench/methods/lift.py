@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from icnn_bench import checks
 from icnn_bench.errors import ConfigError
 from icnn_bench.methods.base import WeightSource
 from icnn_bench.models.icnn import ICNNSpec
@@ -48,19 +49,17 @@ class LiftWeights(WeightSource):
         super().__init__(spec)
         if condition not in ("batch", "constant"):
             raise ConfigError(f"method.condition={condition!r}; choose one of: batch, constant")
-        for key, value in (("slack", slack), ("stochastic", stochastic)):
-            if not isinstance(value, bool):
-                raise ConfigError(f"method.{key}={value!r} must be true or false")
+        checks.boolean("method.slack", slack)
+        checks.boolean("method.stochastic", stochastic)
         self.condition = condition
         self.stochastic = stochastic
         self._split: Tensor | None = None
         if emit not in ("all", "constrained"):
             raise ConfigError(f"method.emit={emit!r}; choose one of: all, constrained")
-        if not body or any(not isinstance(w, int) or w <= 0 for w in body):
-            raise ConfigError(
-                f"method.body={list(body)!r} must be a non-empty list of positive ints"
-            )
-        if pinned_pool != "split" and not (isinstance(pinned_pool, int) and pinned_pool > 0):
+        checks.int_list("method.body", body)
+        checks.boolean("method.pool_norm", pool_norm)
+        checks.number("method.slack_init", slack_init, minimum=-math.inf)
+        if pinned_pool != "split" and not (checks.is_int(pinned_pool) and pinned_pool > 0):
             raise ConfigError(f"method.pinned_pool={pinned_pool!r}; use 'split' or a positive int")
         self.pool_norm = pool_norm
         self.pinned_pool = pinned_pool

@@ -77,6 +77,26 @@ class DensityModel(nn.Module, ABC):
         for source, params in zip(self.weight_sources(), pinned, strict=True):
             source.set_pinned(params)
 
+    def rng_states(self) -> dict[str, Tensor]:
+        """States of the random streams held by the model's modules (probes, proposal draws),
+        by `<module path>.<attribute>`: part of a checkpoint."""
+        return {
+            f"{path}.{attr}": value.get_state()
+            for path, module in self.named_modules()
+            for attr, value in vars(module).items()
+            if isinstance(value, torch.Generator)
+        }
+
+    def set_rng_states(self, states: dict[str, Tensor]) -> None:
+        for key, state in states.items():
+            path, attr = key.rsplit(".", 1)
+            module = self.get_submodule(path)
+            generator = getattr(module, attr, None)
+            if not isinstance(generator, torch.Generator):  # a stream created lazily
+                generator = torch.Generator(device=self.device)
+                setattr(module, attr, generator)
+            generator.set_state(state)
+
     @property
     def method_name(self) -> str | None:
         sources = self.weight_sources()

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from icnn_bench import checks
 from icnn_bench.errors import ConfigError
 from icnn_bench.methods.base import WeightSource
 from icnn_bench.models import cpflow
@@ -40,10 +41,8 @@ class LogDetSettings:
 
     def resolve(self, dim: int) -> str:
         for key in ("max_exact_dim", "cg_iters", "eval_chunk", "train_chunk"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"model.{key}={value!r} must be a positive integer")
-        if not (isinstance(self.cg_rtol, int | float) and 0 < self.cg_rtol < 1):
+            checks.integer(f"model.{key}", getattr(self, key))
+        if not (checks.is_number(self.cg_rtol) and 0 < self.cg_rtol < 1):
             raise ConfigError(f"model.cg_rtol={self.cg_rtol!r} must lie in (0, 1)")
         if self.kind not in LOG_DETS:
             raise ConfigError(f"model.log_det={self.kind!r}; choose one of: {', '.join(LOG_DETS)}")

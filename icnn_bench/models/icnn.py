@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from icnn_bench import checks
 from icnn_bench.errors import ConfigError
 
 INITS = ("folded_normal", "convex_init", "torch_default")
@@ -41,11 +42,9 @@ class ICNNSpec:
 
     def __post_init__(self) -> None:
         for key in ("dim", "width", "depth"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"model.{key}={value!r} must be a positive integer")
-        if not math.isfinite(self.alpha) or self.alpha < 0:
-            raise ConfigError(f"model.alpha={self.alpha!r} must be finite and >= 0")
+            checks.integer(f"model.{key}", getattr(self, key))
+        checks.number("model.alpha", self.alpha, strict=False)
+        checks.boolean("model.normalise_positive", self.normalise_positive)
 
     def tensors(self) -> list[TensorSpec]:
         d, h = self.dim, self.width

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from icnn_bench import checks
 from icnn_bench.errors import ConfigError
 from icnn_bench.models.base import DensityModel
 
@@ -23,10 +24,8 @@ class MAFReference(DensityModel):
             raise ConfigError(
                 "model=maf_reference needs zuko (a dependency of icnn-bench): pip install zuko"
             ) from None
-        if not isinstance(transforms, int) or transforms <= 0:
-            raise ConfigError(f"model.transforms={transforms!r} must be a positive integer")
-        if not hidden or any(not isinstance(h, int) or h <= 0 for h in hidden):
-            raise ConfigError(f"model.hidden={list(hidden)!r} must be a list of positive ints")
+        checks.integer("model.transforms", transforms)
+        checks.int_list("model.hidden", hidden)
         self.flow = zuko.flows.MAF(dim, transforms=transforms, hidden_features=tuple(hidden))
 
     def loss(self, batch: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from icnn_bench import checks
 from icnn_bench.errors import ConfigError
 from icnn_bench.objectives.base import LogZEstimate
 
@@ -112,8 +113,7 @@ class ImportanceLogZ(nn.Module):
     ) -> None:
         super().__init__()
         for key, n in (("train_samples", train_samples), ("eval_samples", eval_samples)):
-            if not isinstance(n, int) or n < 2:
-                raise ConfigError(f"model.log_z.{key}={n!r} must be an integer >= 2")
+            checks.integer(f"model.log_z.{key}", n, minimum=2)
         self.proposal = proposal
         self.train_samples, self.eval_samples = train_samples, eval_samples
         self._seed = seed

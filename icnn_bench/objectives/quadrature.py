@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from icnn_bench import checks
 from icnn_bench.errors import ConfigError
 from icnn_bench.objectives.base import LogZEstimate
 
@@ -39,8 +40,7 @@ class QuadratureLogZ(nn.Module):
         if len(box) > 2:
             raise ConfigError(f"quadrature log Z needs d <= 2, the target has d = {len(box)}")
         for key, n in (("train_nodes", train_nodes), ("eval_nodes", eval_nodes)):
-            if not isinstance(n, int) or n < 2:
-                raise ConfigError(f"model.log_z.{key}={n!r} must be an integer >= 2")
+            checks.integer(f"model.log_z.{key}", n, minimum=2)
         train_grid, self.train_log_cell = midpoint_grid(box, train_nodes)
         eval_grid, self.eval_log_cell = midpoint_grid(box, eval_nodes)
         self.register_buffer("train_grid", train_grid, persistent=False)

@@ -32,6 +32,7 @@ class Report:
     table_markdown: str
     files: list[Path] = field(default_factory=list)
     verdicts: list[str] = field(default_factory=list)  # lift vs each baseline: wins/ties/losses
+    unfinished: dict[str, int] = field(default_factory=dict)  # skipped runs by status
 
 
 def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
@@ -74,6 +75,11 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
         table_markdown=markdown,
         files=files,
         verdicts=wins_lines(paired),
+        unfinished={
+            status: int((runs["status"] == status).sum())
+            for status in ("running", "interrupted")
+            if (runs["status"] == status).any()
+        },
     )
 
 

@@ -80,6 +80,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             "ok": len(ok),
             "failed": int(cell["status"].isin(FAILED).sum()),
             "running": int((cell["status"] == "running").sum()),
+            "interrupted": int((cell["status"] == "interrupted").sum()),  # resumable
         }
         estimators = ok["log_z_estimator"] if "log_z_estimator" in ok else pd.Series(dtype=str)
         row["importance_runs"] = int((estimators == "importance").sum())
@@ -239,7 +240,8 @@ def _metric_rows(summary: pd.DataFrame, metric: str):
     rows = []
     groups = sorted(summary.groupby("target", sort=False), key=lambda g: natural_key(g[0]))
     for target, cells in groups:
-        if cells[f"{metric}_n"].sum() == 0 and cells["failed"].sum() + cells["running"].sum() == 0:
+        unfinished = cells["failed"].sum() + cells["running"].sum() + cells["interrupted"].sum()
+        if cells[f"{metric}_n"].sum() == 0 and unfinished == 0:
             continue  # this metric does not exist for this target (e.g. grid KL in d > 2)
         by_method = {row.method: row for row in cells.itertuples()}
         means = {
@@ -294,6 +296,8 @@ def _failure_notes(row) -> list[str]:
         notes.append(f"{row.failed} failed")
     if row.running:
         notes.append(f"{row.running} running")
+    if getattr(row, "interrupted", 0):
+        notes.append(f"{row.interrupted} interrupted")
     return notes
 
 

@@ -19,3 +19,7 @@ class Sink:
 
     def finish(self, result: dict[str, Any]) -> None:
         """Called once with the final result (also when the run diverged or failed)."""
+
+    def already_finished(self, result: dict[str, Any]) -> None:
+        """Called instead of everything else when the run folder already holds this run's
+        finished result (which is kept as it is)."""

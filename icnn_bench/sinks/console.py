@@ -20,6 +20,8 @@ class ConsoleSink(Sink):
     def start(self, info: dict[str, Any], total_steps: int) -> None:
         self._label = f"{info['target']}/{info['method']}/seed{info['seed']}"
         self._step = 0
+        if info.get("resumed_from_step") is not None:
+            print(f"{self._label}: resuming from step {info['resumed_from_step']}", flush=True)
         if self.progress:
             self._bar = tqdm(total=total_steps, desc=self._label, leave=False, unit="step")
 
@@ -38,6 +40,9 @@ class ConsoleSink(Sink):
             self._bar.close()
             self._bar = None
         print(summary_line(result), flush=True)
+
+    def already_finished(self, result: dict[str, Any]) -> None:
+        print(f"{summary_line(result)}  [finished earlier; kept]", flush=True)
 
 
 def summary_line(result: dict[str, Any]) -> str:

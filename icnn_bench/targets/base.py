@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from icnn_bench import checks
 from icnn_bench.errors import ConfigError
 
 
@@ -46,8 +47,7 @@ class Target(ABC):
     def split(self, seed: int, n_train: int, n_val: int, n_test: int) -> Split:
         """Seeded train/val/test samples; the same seed gives every method the same data."""
         for key, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-            if not isinstance(n, int) or n <= 0:
-                raise TargetError(f"data.{key}={n!r} must be a positive integer")
+            checks.integer(f"data.{key}", n)
         data = self.sample(n_train + n_val + n_test, seed)
         return Split(
             train=data[:n_train],
