@@ -106,6 +106,25 @@ def test_hepmass_reads_the_gzipped_files_as_distributed(hepmass_dir, tmp_path_fa
     torch.testing.assert_close(packed.test, plain.test)
 
 
+def test_truncated_files_are_one_line_errors_naming_the_file(hepmass_dir, tmp_path_factory):
+    folder, *_ = hepmass_dir
+    train = folder / "1000_train.csv"
+    text = train.read_text()
+    train.write_text(text[: len(text) // 2])  # cut mid-line, as by a failed copy
+    with pytest.raises(DataError) as info:
+        build_target("hepmass", {"data_dir": folder}).split(0, None, None, None)
+    assert str(train) in str(info.value) and "\n" not in str(info.value)
+
+    zipped = tmp_path_factory.mktemp("gz_cut")
+    packed = gzip.compress(text.encode())
+    (zipped / "1000_train.csv.gz").write_bytes(packed[: len(packed) // 2])
+    shutil.copy(folder / "1000_test.csv", zipped / "1000_test.csv")
+    with pytest.raises(DataError) as info:
+        build_target("hepmass", {"data_dir": zipped}).split(0, None, None, None)
+    message = str(info.value)
+    assert "1000_train.csv.gz" in message and "\n" not in message
+
+
 def test_missing_data_names_the_files_the_folder_and_where_to_get_them(tmp_path):
     target = build_target("hepmass")  # no files are read before split()
     assert target.dim == 21 and target.log_prob(torch.zeros(2, 21)) is None
