@@ -44,6 +44,7 @@ class TrainerSettings:
     checkpoint_every: int | None = 1000  # steps between checkpoints (null: none)
     resume: str = "auto"  # auto: continue from the run folder's checkpoint | never: start over
     nan_policy: str = "stop"  # stop: non-finite loss/gradient -> diverged | skip_step
+    vectorize: bool | str = "auto"  # train a cell's `seeds` as one batched model (auto: on GPU)
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_every"):
@@ -57,6 +58,10 @@ class TrainerSettings:
         checks.integer("trainer.probe_permutations", self.probe_permutations, minimum=0)
         checks.choice("trainer.resume", self.resume, RESUME)
         checks.choice("trainer.nan_policy", self.nan_policy, NAN_POLICIES)
+        if self.vectorize not in (True, False, "auto"):
+            raise ConfigError(
+                f"trainer.vectorize={self.vectorize!r}; choose one of: true, false, auto"
+            )
         if self.eval_every > self.steps:
             raise ConfigError(
                 f"trainer.eval_every={self.eval_every} exceeds trainer.steps={self.steps}"
@@ -131,7 +136,7 @@ def _importance_from_config(
         )
     widen = log_z_cfg.pop("widen", 1.5)
     flow_cfg = log_z_cfg.pop("flow", None) or {}
-    for key in ("train_nodes", "eval_nodes"):
+    for key in ("train_nodes", "eval_nodes", "train_rule"):
         log_z_cfg.pop(key, None)  # quadrature settings, unused here
     if proposal == "flow":
         try:

@@ -133,6 +133,8 @@ def run_task(cfg: DictConfig) -> float | None:
     except ConfigError as error:  # e.g. logger.mode=bogus: one line, before any training
         print(f"icnn-bench: {error}", file=sys.stderr)
         sys.exit(2)
+    if config.get("seeds") is not None:
+        return _run_seeds(config, run_dir, hydra_cfg)
     try:
         result = train.run(config, run_dir, sinks)
     except ConfigError as error:  # the run folder holds another run's work: left untouched
@@ -147,6 +149,27 @@ def run_task(cfg: DictConfig) -> float | None:
     value = result.get("val_nll")
     # the objective a sweeper (e.g. optuna) minimises: a run that did not finish is worst
     return float(value) if result["status"] == "ok" and value is not None else math.inf
+
+
+def _run_seeds(config: dict[str, Any], job_dir: Path, hydra_cfg: Any) -> float:
+    """A job holding every seed of its cell (`seeds=[...]`): one run folder per seed below
+    the job folder; returns the mean validation NLL of the finished seeds."""
+    from icnn_bench.vectorized import run_seeds
+
+    group = sweep_group(hydra_cfg, config.get("experiment_name"))
+    try:
+        results = run_seeds(config, job_dir, lambda cfg, run_dir: make_sinks(cfg, run_dir, group))
+    except ConfigError as error:
+        print(f"icnn-bench: {error}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.RUN:
+            sys.exit(2)
+        return math.inf
+    if hydra_cfg.mode == RunMode.RUN:
+        print(f"run folders: {job_dir}/seed*")
+        if any(r["status"] != "ok" for r in results):
+            sys.exit(1)
+    values = [r["val_nll"] for r in results if r["status"] == "ok" and r.get("val_nll")]
+    return sum(values) / len(values) if values and len(values) == len(results) else math.inf
 
 
 def sweep_group(hydra_cfg: Any, experiment_name: str | None) -> str | None:

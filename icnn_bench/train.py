@@ -143,13 +143,21 @@ def finished_result(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | N
     return result
 
 
-def _run(
-    config: dict[str, Any],
-    run_dir: Path,
-    sinks: list[Sink],
-    info: dict[str, Any],
-    checkpoints: Checkpoints,
-) -> dict[str, Any]:
+@dataclass
+class Prepared:
+    """One run built and ready to train: what `_run` hands from set-up to training."""
+
+    seed: int
+    device: torch.device
+    settings: TrainerSettings
+    target: Target
+    split: Split
+    model: DensityModel
+
+
+def prepare(config: dict[str, Any], run_dir: Path) -> Prepared:
+    """Check the config and build data and model; fails (ConfigError, DataError) before
+    any training."""
     seed = config.get("seed")
     checks.integer("seed", seed, minimum=0)
     device = resolve_device(config.get("device", "auto"))
@@ -172,20 +180,36 @@ def _run(
     model = model_from_config(config, target, seed, train=split.train).to(device)
     split = Split(*(part.to(device) for part in (split.train, split.val, split.test)))
     model.use_training_split(split.train)
+    return Prepared(seed, device, settings, target, split, model)
 
+
+def _run(
+    config: dict[str, Any],
+    run_dir: Path,
+    sinks: list[Sink],
+    info: dict[str, Any],
+    checkpoints: Checkpoints,
+) -> dict[str, Any]:
+    job = prepare(config, run_dir)
     resumed = checkpoints.resume_from["step"] if checkpoints.resume_from else None
     for sink in sinks:
-        sink.start({**info, "resumed_from_step": resumed}, settings.steps)
+        sink.start({**info, "resumed_from_step": resumed}, job.settings.steps)
     started = time.perf_counter()
-    outcome = train_loop(model, split, settings, seed, sinks, checkpoints)
-    train_s = time.perf_counter() - started
+    outcome = train_loop(job.model, job.split, job.settings, job.seed, sinks, checkpoints)
+    return conclude(job, outcome, time.perf_counter() - started, run_dir, resumed)
 
+
+def conclude(
+    job: Prepared, outcome: LoopOutcome, train_s: float, run_dir: Path, resumed: int | None = None
+) -> dict[str, Any]:
+    """After training: evaluate under the pinned emission and write the run folder's files."""
+    model, split, target = job.model, job.split, job.target
     out: dict[str, Any] = {
         "status": outcome.status,
         "steps": outcome.steps,
         "train_s": train_s,
         "steps_per_s": (outcome.steps - (resumed or 0)) / train_s if train_s > 0 else math.nan,
-        "device": str(device),
+        "device": str(job.device),
         "dim": target.dim,
         "n_params": sum(p.numel() for p in model.trainable_parameters()),
         "skipped_steps": outcome.skipped_steps,
@@ -202,7 +226,7 @@ def _run(
     _save(model, run_dir, target, split)
     if hasattr(model, "sample") and target.dim <= 2:
         try:
-            samples = model.sample(2000, torch.Generator().manual_seed(seed))
+            samples = model.sample(2000, torch.Generator().manual_seed(job.seed))
             io.write_csv(run_dir / SAMPLES_CSV, pd.DataFrame(samples.cpu().numpy()))
         except InversionError as error:  # the model is fine; only its pictures are missing
             out["sampling_error"] = str(error)
@@ -211,6 +235,95 @@ def _run(
 
 # skip_step gives up after this many non-finite steps in a row: the run will not recover
 MAX_CONSECUTIVE_SKIPS = 50
+
+
+class SeedRun:
+    """One seed's side of training: its batch and probe streams, its evaluations, curve and
+    sinks. The optimizer lives outside, so that one optimizer can step many seeds at once."""
+
+    def __init__(
+        self,
+        model: DensityModel,
+        split: Split,
+        settings: TrainerSettings,
+        seed: int,
+        sinks: list[Sink],
+    ) -> None:
+        self.model, self.split, self.settings, self.sinks = model, split, settings, sinks
+        self.batches = torch.Generator(device=split.train.device).manual_seed(seed)
+        self.probes = torch.Generator().manual_seed(seed + 7919)  # training's stream untouched
+        self.loop: dict[str, Any] = {  # what a checkpoint holds besides modules and streams
+            "losses": torch.full((settings.steps,), math.nan),
+            "rows": [],
+            "last_logged": 0,
+            "constrained_grad": math.nan,
+            "skipped": 0,
+            "dwell": ShoulderDwell(settings.eval_every),
+        }
+
+    def next_batch(self) -> Tensor:
+        train = self.split.train
+        index = torch.randint(
+            train.shape[0], (self.settings.batch_size,), generator=self.batches, device=train.device
+        )
+        return train[index]
+
+    def log_eval(self, step: int) -> None:
+        loop, model, settings = self.loop, self.model, self.settings
+        last = loop["last_logged"]
+        window = loop["losses"][last:step]
+        row = {
+            "step": step,
+            "train_loss": float(window.nanmean()) if step > last else math.nan,
+            "val_nll": validation_nll(model, self.split),
+            "dead_frac": model.dead_fraction(),
+            "grad_norm": loop["constrained_grad"],
+        }
+        if settings.probe_every and step % settings.probe_every == 0:
+            row.update(probe_row(model, self.split, settings, self.probes))
+        if step > 0:  # the shoulder of the weights trained so far
+            loop["dwell"].observe(model)
+        loop["rows"].append(row)
+        _emit(self.sinks, list(range(last + 1, step + 1)), window.tolist(), row)
+        loop["last_logged"] = step
+
+    def diverged(self, step: int, cause: str) -> LoopOutcome:
+        """Stop at `step`, keeping the curve up to the last finite step."""
+        if step - 1 > self.loop["last_logged"]:
+            with contextlib.suppress(NonFiniteWeights):
+                self.log_eval(step - 1)
+        return LoopOutcome(
+            status="diverged",
+            steps=step - 1,
+            diverged_step=step,
+            error=cause,
+            skipped_steps=self.loop["skipped"],
+        )
+
+    def finished(self) -> LoopOutcome:
+        return LoopOutcome(
+            status="ok",
+            steps=self.settings.steps,
+            dwell=self.loop["dwell"].survival(),
+            skipped_steps=self.loop["skipped"],
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "model_rng": self.model.rng_states(),
+            "batches": self.batches.get_state(),
+            "probes": self.probes.get_state(),
+            "loop": self.loop,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.model.set_rng_states(state["model_rng"])
+        self.batches.set_state(state["batches"])
+        self.probes.set_state(state["probes"])
+        self.loop = state["loop"]
+        _replay(self.sinks, self.loop["rows"], self.loop["losses"])
 
 
 def train_loop(
@@ -223,82 +336,40 @@ def train_loop(
 ) -> LoopOutcome:
     """Adam on the model's loss (the batch NLL) with clipping; evaluates every `eval_every`,
     saves a checkpoint every `checkpoint_every` (and after the last step)."""
+    seed_run = SeedRun(model, split, settings, seed, sinks)
+    loop = seed_run.loop
     trainable = model.trainable_parameters()
     optimizer = make_adam(trainable, settings)
-    schedule = (
-        torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_halve_every, gamma=0.5)
-        if settings.lr_halve_every
-        else None
-    )
+    schedule = make_schedule(optimizer, settings)
     max_norm = settings.grad_clip if settings.grad_clip is not None else math.inf
-    batches = torch.Generator(device=split.train.device).manual_seed(seed)
-    n_train = split.train.shape[0]
-    probes = torch.Generator().manual_seed(seed + 7919)  # its own stream: training's is untouched
-    loop = {  # what a checkpoint holds besides the modules and the streams
-        "losses": torch.full((settings.steps,), math.nan),
-        "rows": [],
-        "last_logged": 0,
-        "constrained_grad": math.nan,
-        "skipped": 0,
-        "dwell": ShoulderDwell(settings.eval_every),
-    }
-
-    def log_eval(step: int) -> None:
-        last = loop["last_logged"]
-        window = loop["losses"][last:step]
-        row = {
-            "step": step,
-            "train_loss": float(window.nanmean()) if step > last else math.nan,
-            "val_nll": validation_nll(model, split),
-            "dead_frac": model.dead_fraction(),
-            "grad_norm": loop["constrained_grad"],
-        }
-        if settings.probe_every and step % settings.probe_every == 0:
-            row.update(probe_row(model, split, settings, probes))
-        if step > 0:  # the shoulder of the weights trained so far
-            loop["dwell"].observe(model)
-        loop["rows"].append(row)
-        _emit(sinks, list(range(last + 1, step + 1)), window.tolist(), row)
-        loop["last_logged"] = step
 
     def snapshot(step: int) -> dict[str, Any]:
         return {
             "step": step,
-            "model": model.state_dict(),
-            "model_rng": model.rng_states(),
+            **seed_run.state(),
             "global_rng": global_rng_state(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict() if schedule is not None else None,
-            "batches": batches.get_state(),
-            "probes": probes.get_state(),
-            "loop": loop,
         }
 
     start = 1
     state = checkpoints.resume_from if checkpoints is not None else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        model.set_rng_states(state["model_rng"])
+        seed_run.restore(state)
+        loop = seed_run.loop
         set_global_rng_state(state["global_rng"])
         optimizer.load_state_dict(state["optimizer"])
         if schedule is not None:
             schedule.load_state_dict(state["schedule"])
-        batches.set_state(state["batches"])
-        probes.set_state(state["probes"])
-        loop = state["loop"]
-        _replay(sinks, loop["rows"], loop["losses"])
         start = state["step"] + 1
 
     step = start - 1
     consecutive_skips = 0
     try:
         if state is None:
-            log_eval(0)
+            seed_run.log_eval(0)
         for step in range(start, settings.steps + 1):
-            index = torch.randint(
-                n_train, (settings.batch_size,), generator=batches, device=split.train.device
-            )
-            batch = split.train[index]
+            batch = seed_run.next_batch()
             optimizer.zero_grad(set_to_none=True)
             loss = model.loss_backward(batch)
             evaluating = step % settings.eval_every == 0 or step == settings.steps
@@ -315,7 +386,7 @@ def train_loop(
                 ):
                     if consecutive_skips > 1:
                         cause += f" ({consecutive_skips} steps in a row)"
-                    return _diverged(step, cause, log_eval, loop)
+                    return seed_run.diverged(step, cause)
                 loop["skipped"] += 1  # nan_policy=skip_step: no update from this batch
                 optimizer.zero_grad(set_to_none=True)
             else:
@@ -326,17 +397,12 @@ def train_loop(
             if schedule is not None:
                 schedule.step()
             if evaluating:
-                log_eval(step)
+                seed_run.log_eval(step)
             if checkpoints is not None and checkpoints.due(step, settings.steps):
                 checkpoints.save(snapshot(step))
     except NonFiniteWeights as error:
-        return _diverged(max(step, 1), str(error), log_eval, loop)
-    return LoopOutcome(
-        status="ok",
-        steps=settings.steps,
-        dwell=loop["dwell"].survival(),
-        skipped_steps=loop["skipped"],
-    )
+        return seed_run.diverged(max(step, 1), str(error))
+    return seed_run.finished()
 
 
 def _emit(sinks: list[Sink], steps: list[int], losses: list[float], row: dict) -> None:
@@ -396,6 +462,14 @@ def probe_row(
     }
 
 
+def make_schedule(
+    optimizer: torch.optim.Optimizer, settings: TrainerSettings
+) -> torch.optim.lr_scheduler.StepLR | None:
+    if not settings.lr_halve_every:
+        return None
+    return torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_halve_every, gamma=0.5)
+
+
 def make_adam(params: list[torch.nn.Parameter], settings: TrainerSettings) -> torch.optim.Adam:
     """Fused Adam where this torch build has it: the lift's step is bound by optimizer traffic."""
     try:
@@ -404,19 +478,6 @@ def make_adam(params: list[torch.nn.Parameter], settings: TrainerSettings) -> to
         )
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
-
-
-def _diverged(step: int, cause: str, log_eval, loop: dict[str, Any]) -> LoopOutcome:
-    if step - 1 > loop["last_logged"]:
-        with contextlib.suppress(NonFiniteWeights):
-            log_eval(step - 1)  # keep the curve up to the last finite step
-    return LoopOutcome(
-        status="diverged",
-        steps=step - 1,
-        diverged_step=step,
-        error=cause,
-        skipped_steps=loop["skipped"],
-    )
 
 
 @torch.no_grad()

@@ -62,6 +62,7 @@ def preset_text(studies: list[dict]) -> str:
             "model:",
             "  width: 64",
             "  log_z:",
+            "    train_rule: midpoint  # the rule its committed results were made with",
             "    train_nodes: 512",
             "    eval_nodes: 8000",
             "",
