@@ -370,12 +370,10 @@ def train_loop(
             seed_run.log_eval(0)
         for step in range(start, settings.steps + 1):
             batch = seed_run.next_batch()
-            optimizer.zero_grad(set_to_none=True)
-            loss = model.loss_backward(batch)
             evaluating = step % settings.eval_every == 0 or step == settings.steps
-            if evaluating:
-                loop["constrained_grad"] = grad_norm(model.constrained_parameters())
-            total_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm, foreach=True)
+            loss, total_norm = backward_and_clip(
+                model, optimizer, trainable, batch, max_norm, loop if evaluating else None
+            )
             if not bool(torch.isfinite(loss) & torch.isfinite(total_norm)):  # one host sync
                 cause = non_finite_cause(model, batch, loss)
                 consecutive_skips += 1
@@ -403,6 +401,37 @@ def train_loop(
     except NonFiniteWeights as error:
         return seed_run.diverged(max(step, 1), str(error))
     return seed_run.finished()
+
+
+def backward_and_clip(
+    model: DensityModel,
+    optimizer: torch.optim.Optimizer,
+    trainable: list[torch.nn.Parameter],
+    batch: Tensor,
+    max_norm: float,
+    record_into: dict[str, Any] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The step up to the update: gradients of the batch loss, clipped to `max_norm`; with
+    `record_into` (the loop's state), records the constrained gradient norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = model.loss_backward(batch)
+    if record_into is not None:
+        record_into["constrained_grad"] = grad_norm(model.constrained_parameters())
+    return loss, clip_gradients(trainable, max_norm)
+
+
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> Tensor:
+    """torch's clip_grad_norm_, minus its rescaling pass when nothing needs clipping (it
+    multiplies by 1.0): the lift's step is bound by passes over its readout gradient."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    if math.isfinite(max_norm):
+        coefficient = max_norm / (total + 1e-6)
+        if bool(coefficient < 1.0):  # a host sync the loop's finite check makes anyway
+            torch._foreach_mul_(grads, coefficient)
+    return total
 
 
 def _emit(sinks: list[Sink], steps: list[int], losses: list[float], row: dict) -> None:

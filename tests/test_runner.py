@@ -208,3 +208,20 @@ def test_cuda_without_a_gpu_says_so(tiny_config, tmp_path):
     result = run(tiny_config(device="cuda"), tmp_path)
     assert result["status"] == "failed"
     assert "no CUDA device" in result["error"]
+
+
+@pytest.mark.parametrize("scale", [1e-3, 10.0, math.inf])
+def test_clipping_equals_torch_clip_grad_norm_bit_for_bit(scale):
+    from icnn_bench.train import clip_gradients
+
+    generator = torch.Generator().manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(40, 30, generator=generator)) for _ in range(3)]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for mine, reference in zip(ours, theirs, strict=True):
+        grad = torch.randn(mine.shape, generator=generator) * scale
+        mine.grad, reference.grad = grad.clone(), grad.clone()
+    expected = torch.nn.utils.clip_grad_norm_(theirs, 1.0, foreach=True)
+    total = clip_gradients(ours, 1.0)
+    torch.testing.assert_close(total, expected, rtol=0, atol=0, equal_nan=True)
+    for mine, reference in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=0, atol=0, equal_nan=True)
