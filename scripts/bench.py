@@ -33,7 +33,14 @@ import pandas as pd
 import torch
 
 from icnn_bench import io
-from icnn_bench.train import Prepared, SeedRun, backward_and_clip, make_adam, prepare
+from icnn_bench.train import (
+    Prepared,
+    SeedRun,
+    backward_and_clip,
+    make_adam,
+    prepare,
+    train_loop,
+)
 from icnn_bench.vectorized import seed_config, train_vectorized
 
 METHODS = ("pgd", "softplus", "lift")
@@ -179,7 +186,8 @@ def lift_breakdown(repeats: int, cache: Path) -> list[dict[str, Any]]:
 
 
 def vectorized_throughput(seeds: int, steps: int, cache: Path) -> list[dict[str, Any]]:
-    """1-D gallery: seed-steps per second, the seeds one after another vs as one batch."""
+    """1-D gallery: seed-steps per second, the seeds one after another (the training loop)
+    vs as one batch (both with an evaluation at the start and the end); best of two."""
     rows = []
     for method in METHODS:
         config = compose_config([*RECIPES["1-D gallery (gumbel)"], f"method={method}"])
@@ -191,8 +199,8 @@ def vectorized_throughput(seeds: int, steps: int, cache: Path) -> list[dict[str,
             if mode.startswith("vectorised"):
                 train_vectorized(jobs, {s: [] for s in jobs})
             else:
-                for job in jobs.values():
-                    Stepper(job).steps(steps)
+                for seed, job in jobs.items():
+                    train_loop(job.model, job.split, job.settings, seed, [])
             timings.setdefault(mode.strip(), []).append(time.perf_counter() - started)
         seq, vec = (min(timings[k]) for k in ("sequential", "vectorised"))
         rows.append(
