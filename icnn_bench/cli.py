@@ -138,10 +138,7 @@ def run_task(cfg: DictConfig) -> float | None:
     try:
         result = train.run(config, run_dir, sinks)
     except ConfigError as error:  # the run folder holds another run's work: left untouched
-        print(f"icnn-bench: {error}", file=sys.stderr)
-        if hydra_cfg.mode == RunMode.RUN:
-            sys.exit(2)
-        return math.inf
+        return _refused(error, hydra_cfg)
     if hydra_cfg.mode == RunMode.RUN:
         print(f"run folder: {run_dir}")
         if result["status"] != "ok":
@@ -160,16 +157,21 @@ def _run_seeds(config: dict[str, Any], job_dir: Path, hydra_cfg: Any) -> float:
     try:
         results = run_seeds(config, job_dir, lambda cfg, run_dir: make_sinks(cfg, run_dir, group))
     except ConfigError as error:
-        print(f"icnn-bench: {error}", file=sys.stderr)
-        if hydra_cfg.mode == RunMode.RUN:
-            sys.exit(2)
-        return math.inf
+        return _refused(error, hydra_cfg)
     if hydra_cfg.mode == RunMode.RUN:
         print(f"run folders: {job_dir}/seed*")
         if any(r["status"] != "ok" for r in results):
             sys.exit(1)
     values = [r["val_nll"] for r in results if r["status"] == "ok" and r.get("val_nll")]
     return sum(values) / len(values) if values and len(values) == len(results) else math.inf
+
+
+def _refused(error: ConfigError, hydra_cfg: Any) -> float:
+    """One line; a single run exits 2, a sweep's job reports the worst objective and goes on."""
+    print(f"icnn-bench: {error}", file=sys.stderr)
+    if hydra_cfg.mode == RunMode.RUN:
+        sys.exit(2)
+    return math.inf
 
 
 def sweep_group(hydra_cfg: Any, experiment_name: str | None) -> str | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -31,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from bench_cpflow import load_average, machine_description, quartiles  # scripts/ is on sys.path
 
 from icnn_bench import io
 from icnn_bench.train import (
@@ -122,7 +122,7 @@ def time_recipe(recipe: str, repeats: int, cache: Path) -> list[dict[str, Any]]:
     base = {m: statistics.median(s.step_ms) for m, s in steppers.items()}
     rows = []
     for method, stepper in steppers.items():
-        q1, median, q3 = _quartiles(stepper.step_ms)
+        q1, median, q3 = quartiles(stepper.step_ms)
         rows.append(
             {
                 "recipe": recipe,
@@ -274,30 +274,6 @@ def _best(fn, repeats: int = 20) -> float:
     return best
 
 
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return values[0], values[0], values[0]
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], statistics.median(values), q[2]
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) per process"
-    )
-
-
-def load() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def table(frame: pd.DataFrame, columns: dict[str, str], digits: int = 2) -> str:
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
     for row in frame.itertuples(index=False):
@@ -335,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     recipes = list(RECIPES)[:1] if args.quick else list(RECIPES)
     repeats = 3 if args.quick else args.repeats
-    load_start = load()
+    load_start = load_average()
     cache = Path(tempfile.mkdtemp(prefix="icnn-bench-"))
     steps = []
     for recipe in recipes:
@@ -368,8 +344,8 @@ one thread, methods timed round-robin in blocks of steps; medians over blocks, I
 A step is exactly the training loop's: zero_grad, loss and backward, gradient clipping, the
 finite check, fused Adam, projection.
 
-- Machine: {machine()}
-- Load average (1, 5, 15 min) at start: {load_start}; at end: {load()}
+- Machine: {machine_description()}
+- Load average (1, 5, 15 min) at start: {load_start}; at end: {load_average()}
 - Command: `{command}`
 
 ## Step time, evaluation time and peak memory per recipe
