@@ -68,10 +68,6 @@ def open_checkpoints(run_dir: Path, config: dict[str, Any], every: int | None, r
     return checkpoints
 
 
-def same_run(saved: dict[str, Any], current: dict[str, Any]) -> bool:
-    return first_difference(saved, current) is None
-
-
 def first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
     """`key: A there, B here` for the first setting that differs, else None."""
     old, new = _flat(saved), _flat(current)

@@ -123,13 +123,7 @@ def _iterate_and_slack_gradient(model: DensityModel, loss: Tensor) -> tuple[Tens
 def _undisturbed(model: DensityModel) -> Iterator[None]:
     """Run probe losses without moving any training state: RNG streams, proposal updates,
     the lift's record of its last emission."""
-    generators = [
-        value
-        for module in model.modules()
-        for value in vars(module).values()
-        if isinstance(value, torch.Generator)
-    ]
-    states = [g.get_state() for g in generators]
+    states = model.rng_states()
     estimators = [m for m in model.modules() if isinstance(m, ImportanceLogZ)]
     unborn = [e for e in estimators if e._train_stream is None]  # created lazily by a loss
     lifts = [m for m in model.modules() if isinstance(m, LiftWeights)]
@@ -140,8 +134,7 @@ def _undisturbed(model: DensityModel) -> Iterator[None]:
         with torch.random.fork_rng(devices=[]):
             yield
     finally:
-        for generator, state in zip(generators, states, strict=True):
-            generator.set_state(state)
+        model.set_rng_states(states)
         for estimator in estimators:
             estimator.update_proposal = True
         for estimator in unborn:

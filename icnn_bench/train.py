@@ -83,14 +83,8 @@ def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) 
             return finished
     every = (config.get("trainer") or {}).get("checkpoint_every")
     checkpoints = open_checkpoints(run_dir, config, every if checks.is_int(every) else None, resume)
-    io.write_text(run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
-    result: dict[str, Any] = {
-        "target": config.get("target", {}).get("name"),
-        "model": config.get("model", {}).get("name"),
-        "method": method_label(config),
-        "seed": config.get("seed"),
-        "status": "failed",
-    }
+    write_config(run_dir, config)
+    result = result_header(config)
     started = time.perf_counter()
     try:
         result.update(_run(config, run_dir, sinks, result, checkpoints))
@@ -103,7 +97,7 @@ def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) 
             error="interrupted; the same command resumes it "
             + (f"from step {where}" if where is not None else "from the start"),
         )
-        _finish(result, sinks, started)
+        finish(result, sinks, started)
         raise
     except Exception as error:  # recorded, so that a sweep goes on and nothing is lost
         io.write_text(run_dir / ERROR_LOG, traceback.format_exc())
@@ -111,12 +105,28 @@ def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) 
             status="failed",
             error=f"{type(error).__name__}: {error} (traceback in {ERROR_LOG})",
         )
-    _finish(result, sinks, started)
+    finish(result, sinks, started)
     checkpoints.discard()  # finished one way or another: nothing left to resume
     return result
 
 
-def _finish(result: dict[str, Any], sinks: list[Sink], started: float) -> None:
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    io.write_text(Path(run_dir) / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+
+def result_header(config: dict[str, Any]) -> dict[str, Any]:
+    """What names a run in result.json; status stays `failed` until the run says otherwise."""
+    return {
+        "target": config.get("target", {}).get("name"),
+        "model": config.get("model", {}).get("name"),
+        "method": method_label(config),
+        "seed": config.get("seed"),
+        "status": "failed",
+    }
+
+
+def finish(result: dict[str, Any], sinks: list[Sink], started: float) -> None:
+    """Complete the result's contract keys and hand it to every sink (result.json, console)."""
     result["wall_s"] = time.perf_counter() - started  # build + train + evaluate + write
     for key in ("test_nll", "kl", "steps", "steps_per_s", "error"):
         result.setdefault(key, None)  # the contract's keys are always present

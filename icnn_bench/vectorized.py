@@ -139,15 +139,15 @@ def _run_vectorized(
                 raise ConfigError(problem)
         except (ConfigError, DataError) as error:
             jobs.pop(seed, None)
-            io.write_text(run_dir / train.CONFIG, _yaml(config))
-            results[seed] = _finish_failed(config, sinks[seed], str(error), started)
+            train.write_config(run_dir, config)
+            results[seed] = _failed(config, sinks[seed], str(error), started)
             continue
-        io.write_text(run_dir / train.CONFIG, _yaml(config))
+        train.write_config(run_dir, config)
     if not jobs:
         return results
     for seed, job in jobs.items():
         for sink in sinks[seed]:
-            sink.start(_info(cell[seed][0]), job.settings.steps)
+            sink.start(train.result_header(cell[seed][0]), job.settings.steps)
     train_started = time.perf_counter()
     try:
         outcomes = train_vectorized(jobs, {s: sinks[s] for s in jobs})
@@ -156,18 +156,18 @@ def _run_vectorized(
             config, run_dir, _ = cell[seed]
             io.write_text(run_dir / train.ERROR_LOG, traceback.format_exc())
             message = f"{type(error).__name__}: {error} (traceback in {train.ERROR_LOG})"
-            results[seed] = _finish_failed(config, sinks[seed], message, started)
+            results[seed] = _failed(config, sinks[seed], message, started)
         return results
     train_s = time.perf_counter() - train_started
     for seed, job in jobs.items():
         config, run_dir, _ = cell[seed]
-        result = {**_info(config), "status": "failed", "vectorized_seeds": len(jobs)}
+        result = {**train.result_header(config), "vectorized_seeds": len(jobs)}
         try:
             result.update(train.conclude(job, outcomes[seed], train_s, run_dir))
         except Exception as error:
             io.write_text(run_dir / train.ERROR_LOG, traceback.format_exc())
             result.update(error=f"{type(error).__name__}: {error} (traceback in error.txt)")
-        train._finish(result, sinks[seed], started)
+        train.finish(result, sinks[seed], started)
         results[seed] = result
     return results
 
@@ -300,24 +300,9 @@ def _unshare_grads(models: list[DensityModel]) -> None:
             parameter.grad = None
 
 
-def _finish_failed(
+def _failed(
     config: dict[str, Any], sinks: list[Sink], error: str, started: float
 ) -> dict[str, Any]:
-    result = {**_info(config), "status": "failed", "error": error}
-    train._finish(result, sinks, started)
+    result = {**train.result_header(config), "error": error}
+    train.finish(result, sinks, started)
     return result
-
-
-def _info(config: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "target": config.get("target", {}).get("name"),
-        "model": config.get("model", {}).get("name"),
-        "method": train.method_label(config),
-        "seed": config.get("seed"),
-    }
-
-
-def _yaml(config: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(config, sort_keys=False)

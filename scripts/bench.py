@@ -33,6 +33,7 @@ import torch
 from bench_cpflow import load_average, machine_description, quartiles  # scripts/ is on sys.path
 
 from icnn_bench import io
+from icnn_bench.models import icnn
 from icnn_bench.train import (
     Prepared,
     SeedRun,
@@ -54,6 +55,14 @@ RECIPES: dict[str, list[str]] = {
     "21-D CP-Flow exact": ["experiment=paper_tabular_cpflow", "model.log_det=exact"],
     "21-D CP-Flow stochastic": ["experiment=paper_tabular_cpflow", "model.log_det=stochastic"],
 }
+PHASES = (  # of one step, in order, for the breakdown
+    "body (summary)",
+    "readouts / emission",
+    "ICNN on batch + nodes",
+    "backward",
+    "clip",
+    "optimizer (fused Adam)",
+)
 STEPS = {"1-D": 40, "8-D": 20, "21-D": 4}  # steps per timed block, by recipe
 
 
@@ -159,8 +168,6 @@ def lift_breakdown(repeats: int, cache: Path) -> list[dict[str, Any]]:
                 marks.append(time.perf_counter())
                 params = source.emit(batch)
             marks.append(time.perf_counter())
-            from icnn_bench.models import icnn
-
             energy = icnn.energy(params, batch, model.spec).mean()
             loss = energy + model.log_z_estimator(model._energy_fn(params), training=True)
             marks.append(time.perf_counter())
@@ -170,15 +177,7 @@ def lift_breakdown(repeats: int, cache: Path) -> list[dict[str, Any]]:
             marks.append(time.perf_counter())
             stepper.optimizer.step()
             marks.append(time.perf_counter())
-            names = (
-                "body (summary)",
-                "readouts / emission",
-                "ICNN on batch + nodes",
-                "backward",
-                "clip",
-                "optimizer (fused Adam)",
-            )
-            for name, a, b in zip(names, marks[:-1], marks[1:], strict=True):
+            for name, a, b in zip(PHASES, marks[:-1], marks[1:], strict=True):
                 phases.setdefault(name, []).append((b - a) * 1e3)
         for name, values in phases.items():
             rows.append({"method": method, "phase": name, "ms": statistics.median(values[5:])})
