@@ -35,14 +35,24 @@ def load_run(run_dir: str | Path) -> DensityModel:
     target = target_from_config(config["target"])
     model = model_from_config(config, target, config["seed"])
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    if "source" in state:  # runs written before 0.2 (EBMs only)
-        model.source.load_state_dict(state["source"])
-        model.source.set_pinned(state["pinned"])
-        model.log_z_estimator.load_state_dict(state.get("log_z", {}))
-    else:
-        model.load_state_dict(state["model"])
-        model.set_pinned_state(state["pinned"])
+    model.load_state_dict(state["model"])
+    model.set_pinned_state(state["pinned"])
     return model.eval()
 
 
-__all__ = ["ConfigError", "DataError", "DensityModel", "EnergyModel", "__version__", "load_run"]
+def run(config: dict, run_dir: str | Path) -> dict:
+    """Train and evaluate one run from a plain config dict into `run_dir` (no Hydra)."""
+    from icnn_bench.runner import run as run_one
+
+    return run_one(config, Path(run_dir))
+
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DensityModel",
+    "EnergyModel",
+    "__version__",
+    "load_run",
+    "run",
+]

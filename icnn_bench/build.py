@@ -1,4 +1,7 @@
-"""Plain config dicts -> objects. Shared by the runner and `load_run`; knows nothing of Hydra."""
+"""Plain config dicts -> objects. Shared by the runner and `load_run`; knows nothing of Hydra.
+
+What a config names is looked up through `registry`: a target's, model's or method's
+`_target_` (its own, else its option YAML's) is the callable that builds it."""
 
 from __future__ import annotations
 
@@ -8,21 +11,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from icnn_bench import checks
+from icnn_bench import checks, registry
 from icnn_bench.errors import ConfigError
 from icnn_bench.methods import build_method
-from icnn_bench.methods.base import WeightSource
+from icnn_bench.methods.base import ConstraintMethod
 from icnn_bench.models.base import DensityModel
-from icnn_bench.models.ebm import EnergyModel
-from icnn_bench.models.flow import ConvexPotentialFlow, LogDetSettings, PotentialBlock
 from icnn_bench.models.icnn import ICNNSpec, init_params
-from icnn_bench.objectives.importance import FlowProposal, GaussianProposal, ImportanceLogZ
-from icnn_bench.objectives.quadrature import QuadratureLogZ
 from icnn_bench.targets import Target, build_target
 
-MODELS = ("icnn", "cpflow", "maf_reference")
-REFERENCE_MODELS = ("maf_reference",)  # no weight source: the method setting does not apply
 LOG_Z_ESTIMATORS = ("auto", "quadrature", "importance")
+# what each estimator reads of log_z's settings (auto holds both families')
+QUADRATURE_SETTINGS = ("train_rule", "train_nodes", "eval_nodes")
+IMPORTANCE_SETTINGS = ("proposal", "widen", "flow", "train_samples", "eval_samples")
 PROPOSALS = ("gaussian", "flow")
 DEVICES = ("auto", "cpu", "cuda")
 RESUME = ("auto", "never")
@@ -45,6 +45,7 @@ class TrainerSettings:
     resume: str = "auto"  # auto: continue from the run folder's checkpoint | never: start over
     nan_policy: str = "stop"  # stop: non-finite loss/gradient -> diverged | skip_step
     vectorize: bool | str = "auto"  # train a cell's `seeds` as one batched model (auto: on GPU)
+    eval_pool: str | int = "split"  # evaluation emission pooled over the split or its first n
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_every"):
@@ -62,6 +63,10 @@ class TrainerSettings:
             raise ConfigError(
                 f"trainer.vectorize={self.vectorize!r}; choose one of: true, false, auto"
             )
+        if self.eval_pool != "split" and not (checks.is_int(self.eval_pool) and self.eval_pool > 0):
+            raise ConfigError(
+                f"trainer.eval_pool={self.eval_pool!r}; use split or a positive integer"
+            )
         if self.eval_every > self.steps:
             raise ConfigError(
                 f"trainer.eval_every={self.eval_every} exceeds trainer.steps={self.steps}"
@@ -75,6 +80,10 @@ class TrainerSettings:
                 raise ConfigError(f"trainer.{key} is not a setting; known: {', '.join(known)}")
         return cls(**cfg)
 
+    def evaluation_pool(self, train: Tensor) -> Tensor:
+        """What a batch-conditioned method pools for its evaluation emission."""
+        return train if self.eval_pool == "split" else train[: self.eval_pool]
+
 
 def resolve_device(name: str) -> torch.device:
     checks.choice("device", name, DEVICES)
@@ -86,7 +95,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def target_from_config(target_cfg: dict[str, Any]) -> Target:
-    return build_target(target_cfg["name"], target_cfg.get("params"))
+    return build_target(target_cfg["name"], target_cfg.get("params"), target_cfg.get("_target_"))
 
 
 def spec_from_config(model_cfg: dict[str, Any], dim: int) -> ICNNSpec:
@@ -99,72 +108,84 @@ def spec_from_config(model_cfg: dict[str, Any], dim: int) -> ICNNSpec:
     )
 
 
+# ---------------------------------------------------------------- log Z
+
+
 def log_z_from_config(
-    model_cfg: dict[str, Any], target: Target, train: Tensor | None = None, seed: int = 0
-) -> QuadratureLogZ | ImportanceLogZ:
-    """The configured log Z estimator. Importance sampling fits its proposal to `train`
-    (None: a placeholder whose buffers are then loaded from a saved run)."""
-    log_z_cfg = dict(model_cfg.get("log_z") or {})
-    estimator = log_z_cfg.pop("estimator", "auto")
-    if estimator == "auto":  # exact quadrature wherever it applies
-        estimator = "quadrature" if target.dim <= 2 and target.box() is not None else "importance"
-    if estimator not in LOG_Z_ESTIMATORS:
-        raise ConfigError(
-            f"model.log_z.estimator={estimator!r}; choose one of: {', '.join(LOG_Z_ESTIMATORS)}"
-        )
+    log_z_cfg: dict[str, Any] | None, target: Target, train: Tensor | None = None, seed: int = 0
+):
+    """The configured log Z estimator (config group `log_z`). Importance sampling fits its
+    proposal to `train` (None: a placeholder whose buffers are then loaded from a saved run).
+    `auto` picks quadrature where it applies, else importance sampling, each with its own
+    settings of the ones auto holds."""
+    cfg = dict(log_z_cfg or {"estimator": "auto"})
+    estimator = cfg.pop("estimator", "auto")
+    checks.choice("log_z.estimator", estimator, LOG_Z_ESTIMATORS)
+    if estimator == "auto":
+        exact = target.dim <= 2 and target.box() is not None
+        estimator = "quadrature" if exact else "importance"
+        unknown = [k for k in cfg if k not in QUADRATURE_SETTINGS + IMPORTANCE_SETTINGS]
+        if unknown:
+            raise ConfigError(f"log_z.{unknown[0]} is not a setting of log_z=auto")
+        own = QUADRATURE_SETTINGS if estimator == "quadrature" else IMPORTANCE_SETTINGS
+        cfg = {k: v for k, v in cfg.items() if k in own}
     if estimator == "importance":
-        return _importance_from_config(log_z_cfg, target, train, seed)
-    for key in ("proposal", "widen", "flow", "train_samples", "eval_samples"):
-        log_z_cfg.pop(key, None)  # importance-sampling settings, unused by quadrature
+        return _importance_from_config(cfg, target, train, seed)
+    from icnn_bench.log_z.quadrature import QuadratureLogZ
+
     box = target.box()
     if box is None:
         raise ConfigError(f"target {target.name} has no quadrature box; quadrature needs one")
     try:
-        return QuadratureLogZ(box, **log_z_cfg)
+        return QuadratureLogZ(box, **cfg)
     except TypeError as error:
-        raise ConfigError(f"model.log_z: {error}") from None
+        raise ConfigError(f"log_z (quadrature): {error}") from None
 
 
 def _importance_from_config(
-    log_z_cfg: dict[str, Any], target: Target, train: Tensor | None, seed: int
-) -> ImportanceLogZ:
-    proposal = log_z_cfg.pop("proposal", "gaussian")
-    sampler: GaussianProposal | FlowProposal
-    if proposal not in PROPOSALS:
-        raise ConfigError(
-            f"model.log_z.proposal={proposal!r}; choose one of: {', '.join(PROPOSALS)}"
-        )
-    widen = log_z_cfg.pop("widen", 1.5)
-    flow_cfg = log_z_cfg.pop("flow", None) or {}
-    for key in ("train_nodes", "eval_nodes", "train_rule"):
-        log_z_cfg.pop(key, None)  # quadrature settings, unused here
+    cfg: dict[str, Any], target: Target, train: Tensor | None, seed: int
+):
+    from icnn_bench.log_z.importance import FlowProposal, GaussianProposal, ImportanceLogZ
+
+    proposal = cfg.pop("proposal", "gaussian")
+    checks.choice("log_z.proposal", proposal, PROPOSALS)
+    widen = cfg.pop("widen", 1.5)
+    flow_cfg = cfg.pop("flow", None) or {}
     if proposal == "flow":
         try:
             sampler = FlowProposal(target.dim, **flow_cfg)
         except TypeError as error:
-            raise ConfigError(f"model.log_z.flow: {error}") from None
+            raise ConfigError(f"log_z.flow: {error}") from None
     elif train is None:
         dim = target.dim
         sampler = GaussianProposal(torch.zeros(dim), torch.eye(dim))
     else:
         sampler = GaussianProposal.from_data(train, widen)
     try:
-        return ImportanceLogZ(sampler, seed=seed, **log_z_cfg)
+        return ImportanceLogZ(sampler, seed=seed, **cfg)
     except TypeError as error:
-        raise ConfigError(f"model.log_z: {error}") from None
+        raise ConfigError(f"log_z (importance): {error}") from None
 
 
-def model_name(config: dict[str, Any]) -> str:
-    name = config["model"].get("name", "icnn")
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    return name
+# ---------------------------------------------------------------- models
+
+
+def uses_methods(config: dict[str, Any]) -> bool:
+    """Whether the configured model takes its ICNN tensors from a constraint method (a
+    reference flow does not: its comparison column is its own name)."""
+    builder = registry.resolve(registry.target_of("model", config["model"]), "model")
+    return getattr(builder, "uses_methods", True)
 
 
 def method_label(config: dict[str, Any]) -> str | None:
-    """The comparison column of a run: its constraint method, or the reference model's name."""
-    name = config.get("model", {}).get("name")
-    return name if name in REFERENCE_MODELS else config.get("method", {}).get("name")
+    """The comparison column of a run: its constraint method, or a reference model's name."""
+    model = config.get("model") or {}
+    try:
+        if model.get("name") is not None and not uses_methods(config):
+            return model.get("name")
+    except ConfigError:
+        pass  # an unknown model: the run fails with that message; label it by its method
+    return (config.get("method") or {}).get("name")
 
 
 def model_from_config(
@@ -172,30 +193,32 @@ def model_from_config(
 ) -> DensityModel:
     """The configured model, initialised deterministically from `seed`. `train` feeds
     data-dependent initialisation (proposals, ActNorm); None when a saved state follows."""
-    builders = {
-        "icnn": energy_model_from_config,
-        "cpflow": cpflow_from_config,
-        "maf_reference": maf_from_config,
-    }
-    return builders[model_name(config)](config, target, seed, train)
+    builder = registry.resolve(registry.target_of("model", config["model"]), "model")
+    model = builder(config, target, seed, train)
+    model.method_name = method_label(config)
+    return model
 
 
-def energy_model_from_config(
+def build_energy_model(
     config: dict[str, Any], target: Target, seed: int, train: Tensor | None = None
-) -> EnergyModel:
-    """The ICNN EBM with its weight source, initialised deterministically from `seed`."""
+) -> DensityModel:
+    """The ICNN EBM with its constraint method, initialised deterministically from `seed`."""
+    from icnn_bench.models.ebm import EnergyModel
+
     model_cfg = config["model"]
     spec = spec_from_config(model_cfg, target.dim)
     generator = _generator(seed)
     torch.manual_seed(seed)  # the lift's body draws its init from the global stream
-    source = _weight_source(config, spec, generator)
-    return EnergyModel(spec, source, log_z_from_config(model_cfg, target, train, seed))
+    method = _method(config, spec, generator)
+    return EnergyModel(spec, method, log_z_from_config(config.get("log_z"), target, train, seed))
 
 
-def cpflow_from_config(
+def build_cpflow(
     config: dict[str, Any], target: Target, seed: int, train: Tensor | None = None
-) -> ConvexPotentialFlow:
-    """CP-Flow: `blocks` convex potentials, each with its own weight source."""
+) -> DensityModel:
+    """CP-Flow: `blocks` convex potentials, each with its own constraint method."""
+    from icnn_bench.models.cpflow import ConvexPotentialFlow, LogDetSettings, PotentialBlock
+
     model_cfg = config["model"]
     spec = spec_from_config(model_cfg, target.dim)
     blocks_n = model_cfg.get("blocks", 1)
@@ -208,9 +231,7 @@ def cpflow_from_config(
     )
     generator = _generator(seed)
     torch.manual_seed(seed)
-    blocks = [
-        PotentialBlock(spec, _weight_source(config, spec, generator)) for _ in range(blocks_n)
-    ]
+    blocks = [PotentialBlock(spec, _method(config, spec, generator)) for _ in range(blocks_n)]
     flow = ConvexPotentialFlow(
         blocks, actnorm=model_cfg.get("actnorm", True), log_det=log_det, seed=seed
     )
@@ -219,7 +240,7 @@ def cpflow_from_config(
     return flow
 
 
-def maf_from_config(
+def build_maf(
     config: dict[str, Any], target: Target, seed: int, train: Tensor | None = None
 ) -> DensityModel:
     from icnn_bench.models.maf import MAFReference
@@ -233,16 +254,12 @@ def maf_from_config(
     )
 
 
-def _weight_source(
-    config: dict[str, Any], spec: ICNNSpec, generator: torch.Generator
-) -> WeightSource:
+build_maf.uses_methods = False  # a reference flow: no constrained weights, no method
+
+
+def _method(config: dict[str, Any], spec: ICNNSpec, generator: torch.Generator) -> ConstraintMethod:
     init = init_params(spec, config["model"].get("init", "folded_normal"), generator)
-    method_cfg = dict(config["method"])
-    method_name = method_cfg.pop("name")
-    try:
-        return build_method(method_name, spec, init, **method_cfg)
-    except TypeError as error:
-        raise ConfigError(f"method {method_name}: {error}") from None
+    return build_method(config["method"], spec, init)
 
 
 def _generator(seed: int) -> torch.Generator:

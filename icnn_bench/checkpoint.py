@@ -1,12 +1,18 @@
 """Checkpoints: all a run needs to continue bit for bit where it stopped.
 
-A checkpoint holds the model (parameters, buffers, the random streams its modules own), the
-optimizer and schedule, the loop's own streams and the metrics so far, next to the config it
-belongs to. It is written atomically, so a kill at any moment leaves the previous one whole.
+A checkpoint holds the model (parameters, buffers, the random streams and side state its
+modules own), the optimizer and schedule, the loop's own streams and the metrics so far, next
+to the config it belongs to. It is written atomically and the previous one is kept until the
+new one is whole, so a kill at any moment leaves a readable checkpoint. One that cannot be
+read anyway (a damaged disk, a foreign file) is moved aside, not deleted, and the run goes
+on from the previous checkpoint or from the start, saying which.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +20,10 @@ from typing import Any
 import torch
 
 from icnn_bench import io
-from icnn_bench.errors import ConfigError, DataError
+from icnn_bench.errors import ConfigError
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
 # settings that may change between a run and its resumption without changing its results
 _NOT_IDENTITY = ("trainer.resume", "trainer.checkpoint_every", "logger", "device")
 
@@ -30,49 +37,89 @@ class Checkpoints:
     config: dict[str, Any]
     resume_from: dict[str, Any] | None = None
     saved_step: int | None = None
+    note: str | None = None  # what happened to a damaged checkpoint, for the console
+
+    @property
+    def previous(self) -> Path:
+        return self.path.with_name(PREVIOUS)
 
     def due(self, step: int, last_step: int) -> bool:
         """Every `every` steps, and after the last (evaluation can be long)."""
         return self.every is not None and (step % self.every == 0 or step == last_step)
 
     def save(self, state: dict[str, Any]) -> None:
-        io.save_torch(self.path, {"config": self.config, **state})
+        """Write the new checkpoint whole, then retire the old one to checkpoint.prev.pt."""
+        fresh = self.path.with_name(f".{self.path.name}.new")
+        io.save_torch(fresh, {"config": self.config, **state})
+        if self.path.exists():
+            os.replace(self.path, self.previous)
+        os.replace(fresh, self.path)
         self.saved_step = state["step"]
 
     def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+        for path in (self.path, self.previous, self.path.with_name(f".{self.path.name}.new")):
+            path.unlink(missing_ok=True)
 
 
-def open_checkpoints(run_dir: Path, config: dict[str, Any], every: int | None, resume: str):
-    """The run folder's checkpoints; with resume=auto, loads the one left by an earlier
-    attempt of this same config (another config there is an error, not a silent restart)."""
-    checkpoints = Checkpoints(Path(run_dir) / CHECKPOINT, every, config)
-    if resume == "never" or not checkpoints.path.exists():
+def open_checkpoints(
+    path: Path, config: dict[str, Any], every: int | None, resume: str
+) -> Checkpoints:
+    """Checkpoints at `path` (a run folder's, or a stacked cell's job folder's); with
+    resume=auto, loads the one left by an earlier attempt of this same config (another
+    config's is an error, not a silent restart)."""
+    checkpoints = Checkpoints(Path(path), every, config)
+    if resume == "never":
         checkpoints.discard()
         return checkpoints
-    try:
-        state = torch.load(checkpoints.path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a checkpoint is written atomically; this is a foreign file
-        raise DataError(
-            f"{checkpoints.path}: unreadable checkpoint ({type(error).__name__}); "
-            "trainer.resume=never starts the run over"
-        ) from None
-    difference = first_difference(state.get("config", {}), config)
-    if difference is not None:
-        raise ConfigError(
-            f"{run_dir} holds a checkpoint of another config ({difference}); use a new run "
-            "folder, or trainer.resume=never to start over"
+    damaged = []
+    for candidate in (checkpoints.path, checkpoints.previous):
+        if not candidate.exists():
+            continue
+        state = _load(candidate)
+        if state is None:
+            damaged.append(_move_aside(candidate))
+            continue
+        difference = first_difference(state.get("config", {}), config)
+        if difference is not None:
+            raise ConfigError(
+                f"{path.parent} holds a checkpoint of another config ({difference}); use a new "
+                "run folder, or trainer.resume=never to start over"
+            )
+        checkpoints.resume_from = state
+        checkpoints.saved_step = state["step"]
+        break
+    if damaged:
+        where = (
+            f"resuming from the previous checkpoint (step {checkpoints.saved_step})"
+            if checkpoints.resume_from is not None
+            else "starting the run over"
         )
-    checkpoints.resume_from = state
-    checkpoints.saved_step = state["step"]
+        kept = ", ".join(str(p) for p in damaged)
+        checkpoints.note = f"unreadable checkpoint kept aside as {kept}; {where}"
     return checkpoints
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # truncated, empty, random bytes, another program's file
+        return None
+    if not isinstance(state, dict) or "step" not in state or "config" not in state:
+        return None
+    return state
+
+
+def _move_aside(path: Path) -> Path:
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    return aside
 
 
 def first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
     """`key: A there, B here` for the first setting that differs, else None."""
     old, new = _flat(saved), _flat(current)
     for key in sorted(old.keys() | new.keys()):
-        if key.startswith(_NOT_IDENTITY):
+        if re.sub(r"^seeds\.\d+\.", "", key).startswith(_NOT_IDENTITY):
             continue
         if old.get(key) != new.get(key):
             return f"{key}: {old.get(key)!r} there, {new.get(key)!r} here"
@@ -84,6 +131,9 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for key, value in config.items():
         if isinstance(value, dict):
             out.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):  # a stacked cell: one config per seed
+                out.update(_flat(item, f"{prefix}{key}.{i}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

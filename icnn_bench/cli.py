@@ -17,13 +17,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from icnn_bench import train
+from icnn_bench import registry, runner
 from icnn_bench.errors import ConfigError
 from icnn_bench.sinks.base import Sink
 from icnn_bench.sinks.console import ConsoleSink
 
-CONF_DIR = Path(__file__).parent / "conf"
-GROUPS = ("target", "model", "method", "trainer", "logger", "experiment")
+CONF_DIR = registry.PACKAGE_CONF
+GROUPS = ("target", "model", "log_z", "method", "trainer", "logger", "experiment")
 HYDRA_GROUPS = {  # plugin-provided groups: what to install when a choice is missing
     "hydra/launcher": "launchers joblib, submitit_local, submitit_slurm: "
     "pip install 'icnn-bench[cluster]'",
@@ -32,8 +32,9 @@ HYDRA_GROUPS = {  # plugin-provided groups: what to install when a choice is mis
 
 
 def available(group: str) -> list[str]:
-    """Config names of a group: our YAML files, plus for hydra/* the installed plugins'."""
-    names = {p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_")}
+    """Config names of a group: the YAML files of every config folder (the package's and
+    those of --config-dir / hydra.searchpath), plus for hydra/* the installed plugins'."""
+    names = set(registry.options(group))
     if group in HYDRA_GROUPS:
         names |= _plugin_choices(group)
     return sorted(names)
@@ -74,6 +75,7 @@ def composition_problem(argv: list[str]) -> str | None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    argv = _without_config_dir(argv)
     if any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in argv):
         return None  # other Hydra flags (--cfg, -cn, ...): Hydra reports on its own
     overrides = [arg for arg in argv if not arg.startswith("-")]
@@ -89,6 +91,9 @@ def composition_problem(argv: list[str]) -> str | None:
         with contextlib.suppress(Exception):  # interval sweeps (optuna) have no first value
             value = next(iter(override.sweep_string_iterator()))
             first.append(f"{override.get_key_element()}={value}")
+    searchpath = [f"file://{folder}" for folder in registry.search_dirs()[:-1]]
+    if searchpath and not any(o.startswith("hydra.searchpath=") for o in first):
+        first.append(f"hydra.searchpath=[{','.join(searchpath)}]")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         try:
             compose("config", overrides=first, return_hydra_config=True)
@@ -123,9 +128,48 @@ def _first_line(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def config_dirs(argv: list[str]) -> list[Path]:
+    """The user's config folders named on the command line: --config-dir/-cd and
+    hydra.searchpath=[file://...] entries."""
+    folders = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            folders.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            folders.append(arg.split("=", 1)[1])
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            value = arg.split("=", 1)[1].strip("[]")
+            folders += [p.strip().strip("'\"") for p in value.split(",") if p.strip()]
+    return [Path(f.removeprefix("file://")) for f in folders if not f.startswith("pkg://")]
+
+
+def _without_config_dir(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            skip = True
+            continue
+        if arg.startswith("--config-dir="):
+            continue
+        out.append(arg)
+    return out
+
+
+def _register_job_config_dirs(hydra_cfg: Any) -> None:
+    """In a job (also a joblib or submitit worker): the user's config folders, so that their
+    YAMLs' `_target_` can name classes in Python files there."""
+    for source in hydra_cfg.runtime.config_sources:
+        if source.schema == "file" and Path(source.path).resolve() != CONF_DIR.resolve():
+            registry.add_search_dir(source.path)
+
+
 def run_task(cfg: DictConfig) -> float | None:
     """One Hydra job = one run folder."""
     hydra_cfg = HydraConfig.get()
+    _register_job_config_dirs(hydra_cfg)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     try:
@@ -136,7 +180,7 @@ def run_task(cfg: DictConfig) -> float | None:
     if config.get("seeds") is not None:
         return _run_seeds(config, run_dir, hydra_cfg)
     try:
-        result = train.run(config, run_dir, sinks)
+        result = runner.run(config, run_dir, sinks)
     except ConfigError as error:  # the run folder holds another run's work: left untouched
         return _refused(error, hydra_cfg)
     if hydra_cfg.mode == RunMode.RUN:
@@ -151,7 +195,7 @@ def run_task(cfg: DictConfig) -> float | None:
 def _run_seeds(config: dict[str, Any], job_dir: Path, hydra_cfg: Any) -> float:
     """A job holding every seed of its cell (`seeds=[...]`): one run folder per seed below
     the job folder; returns the mean validation NLL of the finished seeds."""
-    from icnn_bench.vectorized import run_seeds
+    from icnn_bench.runner import run_seeds
 
     group = sweep_group(hydra_cfg, config.get("experiment_name"))
     try:
@@ -238,6 +282,8 @@ _hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", versio
 
 
 def main() -> None:
+    for folder in config_dirs(sys.argv[1:]):
+        registry.add_search_dir(folder)
     problem = unknown_choice(sys.argv[1:]) or composition_problem(sys.argv[1:])
     if problem is not None:
         print(f"icnn-bench: {problem}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """Diagnostics logged on the evaluation cadence: gradient norms (the dead fraction lives on the
-weight source) and the lift's cross-covariance probe.
+weight method) and the lift's cross-covariance probe.
 
 The probe (the paper's sigma_Jac^2): at a fixed iterate, K probe batches; for each, the emitted
 pre-positivity iterate theta~ of the constrained entries and the loss gradient on their slack b.
@@ -10,17 +10,14 @@ Without batch conditioning theta~ does not vary over probes, so tr C is zero by 
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from icnn_bench.methods.lift import LiftWeights
+from icnn_bench.methods.base import SHOULDER
 from icnn_bench.models.base import DensityModel
-from icnn_bench.objectives.importance import ImportanceLogZ
 
 
 def grad_norm(parameters: list[nn.Parameter]) -> float:
@@ -81,7 +78,7 @@ def probe_cross_covariance(
 ) -> CrossCovariance:
     """The probe at the current iterate. Touches no .grad, optimizer or training RNG stream."""
     thetas, grads = [], []
-    with _undisturbed(model):
+    with model.undisturbed():
         for _ in range(probes):
             index = torch.randint(train.shape[0], (batch_size,), generator=generator)
             loss = model.loss(train[index.to(train.device)])
@@ -92,59 +89,30 @@ def probe_cross_covariance(
 
 
 def _iterate_and_slack_gradient(model: DensityModel, loss: Tensor) -> tuple[Tensor, Tensor]:
-    """theta~ of the constrained entries and dloss/db on them, concatenated over sources.
-    pgd / softplus: their pre-positivity parameters play both roles' places (no batch
-    dependence, so the centred iterate is zero); a fixed slack has no gradient (zeros)."""
-    thetas, targets, masks = [], [], []
-    for source in model.weight_sources():
-        pre = source.pre_positivity()
+    """theta~ of the constrained entries and dloss/db on them, concatenated over methods.
+    A method without a trainable slack (pgd, softplus, slack=false) contributes its
+    pre-positivity values and zero gradients: its centred iterate does not vary over probes."""
+    thetas, slacks = [], []
+    for method in model.constraint_methods():
+        pre = method.pre_positivity()
         thetas.append(torch.cat([v.detach().reshape(-1) for v in pre.values()]))
-        if isinstance(source, LiftWeights):
-            targets.append(source.slack_gradient_target())
-            masks.append(source.constrained_slots())
-        else:
-            targets.append(None)
-            masks.append(None)
-    wanted = [t for t in targets if t is not None]
-    found = torch.autograd.grad(loss, wanted, allow_unused=True) if wanted else []
-    found_iter = iter(found)
+        slacks.append(method.probe_slack())
+    wanted = [slack for slack, _ in filter(None, slacks)]
+    found = iter(torch.autograd.grad(loss, wanted, allow_unused=True) if wanted else [])
     grads = []
-    for theta, target, mask in zip(thetas, targets, masks, strict=True):
-        if target is None:
+    for theta, slack in zip(thetas, slacks, strict=True):
+        if slack is None:
             grads.append(torch.zeros_like(theta))
             continue
-        grad = next(found_iter)
+        target, mask = slack
+        grad = next(found)
         grad = torch.zeros_like(target) if grad is None else grad
         grads.append(grad[mask.to(grad.device)].detach())
     return torch.cat(thetas), torch.cat(grads)
 
 
-@contextlib.contextmanager
-def _undisturbed(model: DensityModel) -> Iterator[None]:
-    """Run probe losses without moving any training state: RNG streams, proposal updates,
-    the lift's record of its last emission."""
-    states = model.rng_states()
-    estimators = [m for m in model.modules() if isinstance(m, ImportanceLogZ)]
-    unborn = [e for e in estimators if e._train_stream is None]  # created lazily by a loss
-    lifts = [m for m in model.modules() if isinstance(m, LiftWeights)]
-    last = [dict(m._last_pre) for m in lifts]
-    for estimator in estimators:
-        estimator.update_proposal = False
-    try:
-        with torch.random.fork_rng(devices=[]):
-            yield
-    finally:
-        model.set_rng_states(states)
-        for estimator in estimators:
-            estimator.update_proposal = True
-        for estimator in unborn:
-            estimator._train_stream = None
-        for lift, pre in zip(lifts, last, strict=True):
-            lift._last_pre = pre
-
-
 class ShoulderDwell:
-    """How long constrained entries of softplus-type sources stay on the shoulder
+    """How long constrained entries of softplus-type methods stay on the shoulder
     (sigmoid(pre-positivity) < SHOULDER), observed at every evaluation.
 
     Spells are counted in evaluations, streaming (one int per entry); `survival()` gives the
@@ -157,14 +125,11 @@ class ShoulderDwell:
         self._ended: list[Tensor] = []
 
     def observe(self, model: DensityModel) -> None:
-        from icnn_bench.methods.base import SHOULDER
-        from icnn_bench.methods.pgd import ProjectedWeights
-
         values = [
             u.detach().reshape(-1).cpu()
-            for source in model.weight_sources()
-            if not isinstance(source, ProjectedWeights)  # pgd has a bound, not a shoulder
-            for u in source.pre_positivity().values()
+            for method in model.constraint_methods()
+            if method.has_shoulder  # pgd has a bound, not a shoulder
+            for u in method.pre_positivity().values()
         ]
         if not values:
             return

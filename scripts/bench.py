@@ -154,7 +154,7 @@ def lift_breakdown(repeats: int, cache: Path) -> list[dict[str, Any]]:
     rows = []
     for method in ("softplus", "lift"):
         stepper = Stepper(build(recipe, method, cache))
-        model, source = stepper.job.model, stepper.job.model.source
+        model, source = stepper.job.model, stepper.job.model.method
         phases: dict[str, list[float]] = {}
         for _ in range(repeats * 10):
             batch = stepper.run.next_batch()
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     lift_job = build("1-D gallery (gumbel)", "lift", cache)
     spec = lift_job.model.spec
     floor = floors(
-        lift_job.model.source.readout.numel(),
+        lift_job.model.method.readout.numel(),
         lift_job.settings.batch_size + lift_job.model.log_z_estimator.train_grid.shape[0],
         spec.width,
         spec.depth,
@@ -384,7 +384,7 @@ Each phase timed on its own (so the sum exceeds a plain step a little):
   {floor["bandwidth_gb_s"]:.1f} GB/s.
 - softplus / pgd step, compute-bound: the ICNN forward and backward on the batch and the
   quadrature nodes ≈ {floor["compute_floor_ms"]:.2f} ms at that rate.
-- lift step, memory-bound: ~12 passes over its {lift_job.model.source.readout.numel() / 1e6:.2f}M
+- lift step, memory-bound: ~12 passes over its {lift_job.model.method.readout.numel() / 1e6:.2f}M
   readout parameters (forward read, backward write, clip read and scale, fused Adam 7 streams)
   ≈ {floor["readout_traffic_mb"]:.0f} MB per step ≈ {floor["memory_floor_ms"]:.2f} ms at that
   bandwidth, before the ICNN's own cost.

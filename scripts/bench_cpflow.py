@@ -37,9 +37,9 @@ from torch.func import grad, hessian, vmap
 
 from icnn_bench import io
 from icnn_bench.build import model_from_config
-from icnn_bench.models import flow as flow_module
-from icnn_bench.models.cpflow import gradient_and_hessian, potential, standard_normal_log_prob
-from icnn_bench.models.flow import ConvexPotentialFlow, PotentialBlock
+from icnn_bench.models import cpflow as flow_module
+from icnn_bench.models.potential import gradient_and_hessian, potential, standard_normal_log_prob
+from icnn_bench.models.cpflow import ConvexPotentialFlow, PotentialBlock
 from icnn_bench.targets import Target, build_target
 
 TARGET_RATIO = 2.0  # the issue's target: exact step within 2x of the CG estimator's step
@@ -181,9 +181,9 @@ def transfer_state(warm: ConvexPotentialFlow, model: ConvexPotentialFlow, method
     if method == "pgd":  # the same function: raw weights = the softplus source's emission
         for index, block in enumerate(warm.blocks):
             with torch.no_grad():
-                emitted = block.source.emit(None)
+                emitted = block.method.emit(None)
             for key, value in emitted.items():
-                state[f"blocks.{index}.source.params.{key}"] = value.detach().clone()
+                state[f"blocks.{index}.method.params.{key}"] = value.detach().clone()
         model.load_state_dict(state)
         return "weights mapped from the warm-up model"
     # the lift's hypernetwork has no counterpart: only ActNorm and the w0/w1 scales carry over
@@ -191,7 +191,7 @@ def transfer_state(warm: ConvexPotentialFlow, model: ConvexPotentialFlow, method
     shared = {
         k: v
         for k, v in state.items()
-        if k in own and own[k].shape == v.shape and ".source." not in k
+        if k in own and own[k].shape == v.shape and ".method." not in k
     }
     model.load_state_dict(shared, strict=False)
     return "ICNN weights at initialisation (only ActNorm and w0/w1 from the warm-up)"
@@ -202,7 +202,7 @@ def transfer_state(warm: ConvexPotentialFlow, model: ConvexPotentialFlow, method
 
 def naive_block(block: PotentialBlock, x: Tensor, conditioning: Tensor) -> tuple[Tensor, Tensor]:
     """y = grad F(x) and log det Hess F(x) per sample, by torch.func.grad / hessian + slogdet."""
-    params = block.source(conditioning)
+    params = block.method(conditioning)
 
     def potential_one(v: Tensor) -> Tensor:
         return potential(params, v.unsqueeze(0), block.spec, block.w0, block.w1)[0]
@@ -255,7 +255,7 @@ def hessian_conditioning(model: ConvexPotentialFlow, batch: Tensor) -> tuple[flo
     for index, block in enumerate(model.blocks):
         if model.actnorms is not None:
             x, _ = model.actnorms[index](x)
-        x, hess = gradient_and_hessian(block.source(batch), x, block.spec, block.w0, block.w1)
+        x, hess = gradient_and_hessian(block.method(batch), x, block.spec, block.w0, block.w1)
         eigenvalues = torch.linalg.eigvalsh(hess.double())
         conditions.append(eigenvalues[:, -1] / eigenvalues[:, 0])
     condition = torch.cat(conditions)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from icnn_bench import io, load_run
-from icnn_bench.objectives.importance import ImportanceLogZ
+from icnn_bench.log_z.importance import ImportanceLogZ
 
 
 def main() -> None:

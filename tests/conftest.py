@@ -19,8 +19,8 @@ TINY: dict[str, Any] = {
         "depth": 3,
         "alpha": 0.02,
         "init": "folded_normal",
-        "log_z": {"estimator": "quadrature", "train_nodes": 128, "eval_nodes": 1000},
     },
+    "log_z": {"estimator": "quadrature", "train_nodes": 128, "eval_nodes": 1000},
     "method": {"name": "pgd"},
     "trainer": {"steps": 20, "batch_size": 64, "lr": 1e-2, "grad_clip": 1.0, "eval_every": 10},
 }
@@ -36,7 +36,9 @@ def tiny_config():
         config = copy.deepcopy(TINY)
         config["method"] = {"name": method, **(LIFT_OPTIONS if method == "lift" else {})}
         for key, value in sections.items():
-            if isinstance(value, dict):
+            if key == "log_z":  # one estimator's settings replace another's
+                config[key] = dict(value)
+            elif isinstance(value, dict):
                 config[key].update(value)
             else:
                 config[key] = value

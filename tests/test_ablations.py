@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import LIFT_OPTIONS
 
-from icnn_bench.build import energy_model_from_config, target_from_config
+from icnn_bench.build import build_energy_model, target_from_config
 from icnn_bench.diagnostics import cross_covariance, probe_cross_covariance
 from icnn_bench.methods import build_method
-from icnn_bench.train import run
+from icnn_bench.runner import run
 
 ABLATIONS = {
     "lift_noslack": {"slack": False},
@@ -33,7 +33,7 @@ def built(tiny_config, method: str, seed: int = 0):
     config = ablation_config(tiny_config, method)
     target = target_from_config(config["target"])
     train = target.split(0, 600, 200, 400).train
-    model = energy_model_from_config(config, target, seed, train=train)
+    model = build_energy_model(config, target, seed, train=train)
     model.use_training_split(train)
     return model, train
 
@@ -47,7 +47,7 @@ def test_each_ablation_trains_and_is_recorded_by_its_name(tiny_config, tmp_path,
 
 def test_noslack_keeps_the_slack_fixed_and_out_of_the_optimizer(tiny_config):
     model, train = built(tiny_config, "lift_noslack")
-    slack = model.source.slack
+    slack = model.method.slack
     assert all(p is not slack for p in model.trainable_parameters())
     before = slack.detach().clone()
     loss = model.loss(train[:64])
@@ -58,11 +58,11 @@ def test_noslack_keeps_the_slack_fixed_and_out_of_the_optimizer(tiny_config):
 @pytest.mark.parametrize("method", ["lift_nocond", "lift_nostoch"])
 def test_unconditioned_ablations_emit_the_same_weights_for_any_batch(tiny_config, method):
     model, train = built(tiny_config, method)
-    first, second = model.source(train[:64]), model.source(train[300:364])
+    first, second = model.method(train[:64]), model.method(train[300:364])
     for name in first:
         torch.testing.assert_close(first[name], second[name])
     lift, _ = built(tiny_config, "lift")
-    assert not torch.equal(lift.source(train[:64])["W1"], lift.source(train[300:364])["W1"])
+    assert not torch.equal(lift.method(train[:64])["W1"], lift.method(train[300:364])["W1"])
 
 
 def test_lift_summary_is_permutation_invariant(spec, init):
@@ -101,7 +101,7 @@ def test_probe_is_zero_without_batch_conditioning(tiny_config, method):
         config = tiny_config(method)
         target = target_from_config(config["target"])
         train = target.split(0, 600, 200, 400).train
-        model = energy_model_from_config(config, target, 0, train=train)
+        model = build_energy_model(config, target, 0, train=train)
     else:
         model, train = built(tiny_config, method)
     stats = probe_cross_covariance(model, train, 64, 8, torch.Generator().manual_seed(3))
@@ -135,18 +135,18 @@ class _Scripted(torch.nn.Module):
 
     def __init__(self, spec, init):
         super().__init__()
-        self.source = build_method("softplus", spec, init)
+        self.method = build_method("softplus", spec, init)
 
-    def weight_sources(self):
-        return [self.source]
+    def constraint_methods(self):
+        return [self.method]
 
     def set_on_shoulder(self, on: list[bool]) -> None:
         values = torch.tensor([-6.0 if flag else 1.0 for flag in on])
         with torch.no_grad():
-            self.source.params["wL"].copy_(values[: self.source.params["wL"].numel()])
-            for name in self.source.spec.constrained_names():
+            self.method.params["wL"].copy_(values[: self.method.params["wL"].numel()])
+            for name in self.method.spec.constrained_names():
                 if name != "wL":
-                    self.source.params[name].fill_(1.0)  # off the shoulder throughout
+                    self.method.params[name].fill_(1.0)  # off the shoulder throughout
 
 
 def test_shoulder_dwell_is_a_kaplan_meier_survival_of_spells():

@@ -12,10 +12,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from icnn_bench import registry
 from icnn_bench.build import method_label, model_from_config, target_from_config
 from icnn_bench.cli import CONF_DIR, GROUPS, available, unknown_choice
 
-METHOD_CHOICES = "lift, lift_nocond, lift_noslack, lift_nostoch, maf_reference, pgd, softplus"
+METHOD_CHOICES = ", ".join(registry.options("method"))  # the package conf's method YAMLs
 OPTIONS = [(group, option) for group in GROUPS for option in available(group)]
 FAST = [
     "trainer.steps=6",
@@ -25,8 +26,8 @@ FAST = [
     "data.n_test=50",
     "trainer.batch_size=32",
     "model.width=8",
-    "model.log_z.train_nodes=64",
-    "model.log_z.eval_nodes=400",
+    "log_z.train_nodes=64",
+    "log_z.eval_nodes=400",
     "device=cpu",
 ]
 
@@ -44,7 +45,7 @@ def test_every_config_option_composes_and_builds(group, option):
         assert config[group]["name"] == option
     target = target_from_config(config["target"])
     model = model_from_config(config, target, seed=0)
-    if model.weight_sources():
+    if model.constraint_methods():
         assert model.method_name == config["method"]["name"]
     else:  # the reference flow has no weight source; its column is its own name
         assert method_label(config) == config["model"]["name"] == "maf_reference"
@@ -65,7 +66,7 @@ def test_paper_1d_preset_holds_the_papers_recipe():
     assert cfg.model.init == "folded_normal"
     assert (cfg.trainer.steps, cfg.trainer.lr, cfg.trainer.batch_size) == (3000, 1e-3, 256)
     assert (cfg.trainer.grad_clip, cfg.trainer.eval_every) == (1.0, 200)
-    assert cfg.model.log_z.eval_nodes == 8000
+    assert cfg.log_z.eval_nodes == 8000
     assert len(cfg.hydra.sweeper.params.target.split(",")) == 8
     assert cfg.hydra.sweeper.params.seed == "0,1,2,3,4"
     assert list(cfg.method.body) == [64, 64, 96] and cfg.method.slack_init == -2.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from icnn_bench.sinks.console import ConsoleSink
-from icnn_bench.train import run
+from icnn_bench.runner import run
 
 
 def test_progress_bar_shows_the_current_losses_and_a_line_per_run(tiny_config, tmp_path, capsys):

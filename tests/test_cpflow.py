@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.func import hessian, vmap
 
-from icnn_bench.models import cpflow
+from icnn_bench.models import potential
 from icnn_bench.models.icnn import ICNNSpec, energy, init_params
 
 
@@ -24,7 +24,7 @@ def setup():
 def test_structured_hessian_equals_torch_func_hessian(setup):
     spec, params, _, _, x = setup
     reference = vmap(hessian(lambda v: energy(params, v[None], spec)[0]))(x)
-    torch.testing.assert_close(cpflow.energy_hessian(params, x, spec), reference)
+    torch.testing.assert_close(potential.energy_hessian(params, x, spec), reference)
 
 
 def test_torch_func_hessian_equals_finite_differences(setup):
@@ -44,7 +44,7 @@ def test_torch_func_hessian_equals_finite_differences(setup):
 
 def test_potential_hessian_is_positive_definite(setup):
     spec, params, w0, w1, x = setup
-    eigenvalues = torch.linalg.eigvalsh(cpflow.potential_hessian(params, x, spec, w0, w1))
+    eigenvalues = torch.linalg.eigvalsh(potential.potential_hessian(params, x, spec, w0, w1))
     assert bool((eigenvalues > 0).all())
 
 
@@ -58,12 +58,12 @@ def test_log_density_integrates_to_one_in_2d():
     axis = torch.linspace(-7, 7, 401, dtype=torch.float64)
     grid = torch.cartesian_prod(axis, axis)
     cell = float(axis[1] - axis[0]) ** 2
-    mass = float(cpflow.log_prob(params, grid, spec, w0, w1).exp().sum() * cell)
+    mass = float(potential.log_prob(params, grid, spec, w0, w1).exp().sum() * cell)
     assert mass == pytest.approx(1.0, abs=2e-3)
 
 
 def test_inverse_recovers_the_input(setup):
     spec, params, w0, w1, x = setup
-    y = cpflow.potential_gradient(params, x, spec, w0, w1)
-    recovered = cpflow.inverse(params, y, spec, w0, w1, tol=1e-11)
+    y = potential.potential_gradient(params, x, spec, w0, w1)
+    recovered = potential.inverse(params, y, spec, w0, w1, tol=1e-11)
     torch.testing.assert_close(recovered, x, atol=1e-8, rtol=0)

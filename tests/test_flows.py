@@ -16,13 +16,13 @@ from torch.func import grad, hessian, vmap
 from icnn_bench import load_run
 from icnn_bench.build import model_from_config
 from icnn_bench.errors import ConfigError
-from icnn_bench.models import cpflow
-from icnn_bench.models.cpflow import InversionError
+from icnn_bench.models import potential
+from icnn_bench.models.potential import InversionError
 from icnn_bench.models.icnn import ICNNSpec, init_params
 from icnn_bench.models.logdet import draw_probe, stochastic_log_det
-from icnn_bench.objectives.quadrature import midpoint_grid
+from icnn_bench.log_z.quadrature import midpoint_grid
 from icnn_bench.targets import build_target
-from icnn_bench.train import run
+from icnn_bench.runner import run
 
 METHODS = ["pgd", "softplus", "lift"]
 LIFT_OPTIONS = {"body": [16, 16, 24], "pool_norm": True, "slack_init": -2.0, "emit": "all"}
@@ -107,20 +107,20 @@ def test_structured_hessian_with_normalised_sums_equals_torch_func(potential_set
     spec, params, w0, w1, x = potential_setup
 
     def one(v):
-        return cpflow.potential(params, v[None], spec, w0, w1)[0]
+        return potential.potential(params, v[None], spec, w0, w1)[0]
 
-    y, hess = cpflow.gradient_and_hessian(params, x, spec, w0, w1)
+    y, hess = potential.gradient_and_hessian(params, x, spec, w0, w1)
     torch.testing.assert_close(hess, vmap(hessian(one))(x))
     torch.testing.assert_close(y, vmap(grad(one))(x))
 
 
 def test_stochastic_log_det_agrees_with_exact_within_its_error_bar(potential_setup):
     spec, params, w0, w1, x = potential_setup
-    exact = cpflow.cholesky_log_det(cpflow.gradient_and_hessian(params, x, spec, w0, w1)[1])
+    exact = potential.cholesky_log_det(potential.gradient_and_hessian(params, x, spec, w0, w1)[1])
     exact_grad = torch.autograd.grad(exact.sum(), [w1, params["W1"]])
     probes = 4000
     xs = x.repeat(probes, 1).requires_grad_(True)
-    y = cpflow.potential_gradient(params, xs, spec, w0, w1)
+    y = potential.potential_gradient(params, xs, spec, w0, w1)
     probe = draw_probe(tuple(xs.shape), "rademacher", torch.Generator().manual_seed(5), xs)
     estimate = stochastic_log_det(y, xs, probe, max_iters=10, rtol=1e-10)
     values = estimate.value.reshape(probes, 3)
@@ -147,7 +147,7 @@ def test_failed_inversion_is_reported_not_hung():
     w0, w1 = torch.tensor(-6.0), torch.tensor(3.0)  # nearly flat quadratic, strong ICNN
     y = 50 * torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
     with pytest.raises(InversionError, match=r"did not converge in 1 Newton steps"):
-        cpflow.inverse(params, y, spec, w0, w1, steps=1)
+        potential.inverse(params, y, spec, w0, w1, steps=1)
 
 
 def test_exact_log_det_refuses_a_dimension_too_large_with_the_remedy():

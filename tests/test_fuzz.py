@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from icnn_bench.cli import CONF_DIR, composition_problem
-from icnn_bench.train import run
+from icnn_bench.runner import run
 
 SMALL = [
     "experiment=single",
@@ -55,9 +55,9 @@ PERTURBATIONS = [
     ("model.alpha=-1", None),
     ("model.alpha=abc", None),
     ("model.init=xavier", None),
-    ("model.log_z.train_nodes=1", "icnn"),
-    ("model.log_z.estimator=exact", "icnn"),
-    ("model.log_z.proposal=uniform", "icnn"),
+    ("log_z.train_nodes=1", "icnn"),
+    ("log_z.estimator=exact", "icnn"),
+    ("log_z.proposal=uniform", "icnn"),
     ("model.blocks=0", "cpflow"),
     ("model.log_det=magic", "cpflow"),
     ("model.actnorm=maybe", "cpflow"),

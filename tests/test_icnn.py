@@ -8,23 +8,20 @@ import pytest
 import torch
 
 from icnn_bench.errors import ConfigError
-from icnn_bench.methods import METHODS, build_method
+from icnn_bench import registry
+from icnn_bench.methods import build_method, method_names
 from icnn_bench.models.icnn import INITS, ICNNSpec, energy, init_params
 
-LIFT = {"body": (8, 8, 12)}
-METHOD_OPTIONS = {
-    "pgd": {},
-    "softplus": {},
-    "lift": LIFT,
-    "lift_noslack": {**LIFT, "slack": False},
-    "lift_nocond": {**LIFT, "condition": "constant"},
-    "lift_nostoch": {**LIFT, "stochastic": False},
-}
+METHODS = method_names()  # every method the package's conf names
 
 
 def make_source(name, spec, init):
+    """The method as its YAML configures it, with a small body where it has one."""
     torch.manual_seed(1)
-    source = build_method(name, spec, init, **METHOD_OPTIONS[name])
+    options = registry.option("method", name)
+    if "body" in options:
+        options["body"] = [8, 8, 12]
+    source = build_method(options, spec, init)
     source.use_training_split(torch.randn(200, spec.dim))  # what lift_nostoch pools
     return source
 

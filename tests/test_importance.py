@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from icnn_bench import load_run
-from icnn_bench.objectives.importance import GaussianProposal, ImportanceLogZ, NonFiniteWeights
-from icnn_bench.objectives.quadrature import QuadratureLogZ
+from icnn_bench.log_z.importance import GaussianProposal, ImportanceLogZ, NonFiniteWeights
+from icnn_bench.log_z.quadrature import QuadratureLogZ
 from icnn_bench.targets import build_target
-from icnn_bench.train import run
+from icnn_bench.runner import run
 
 
 def test_estimate_converges_to_the_exact_log_z_as_samples_grow():
@@ -43,7 +43,7 @@ def test_importance_agrees_with_quadrature_on_a_trained_2d_model(tiny_config, tm
     config = tiny_config(
         "lift",
         target={"name": "rotated_product", "params": {"dim": 2, "factors": ["gumbel", "laplace"]}},
-        model={"log_z": {"estimator": "quadrature", "train_nodes": 4096, "eval_nodes": 360_000}},
+        log_z={"estimator": "quadrature", "train_nodes": 4096, "eval_nodes": 360_000},
         trainer={"steps": 60, "eval_every": 30},
     )
     result = run(config, tmp_path)
@@ -63,13 +63,11 @@ def test_importance_runs_report_the_standard_error(tiny_config, tmp_path):
     config = tiny_config(
         "softplus",
         target={"name": "correlated_gaussian", "params": {"dim": 3, "rho": 0.5}},
-        model={
-            "log_z": {
-                "estimator": "importance",
-                "train_samples": 128,
-                "eval_samples": 2048,
-                "widen": 1.5,
-            }
+        log_z={
+            "estimator": "importance",
+            "train_samples": 128,
+            "eval_samples": 2048,
+            "widen": 1.5,
         },
     )
     result = run(config, tmp_path)
@@ -90,7 +88,7 @@ def test_non_finite_importance_weights_stop_the_run_with_one_line(
     monkeypatch.setattr(GaussianProposal, "sample", overflow)
     config = tiny_config(
         target={"name": "correlated_gaussian", "params": {"dim": 3}},
-        model={"log_z": {"estimator": "importance", "train_samples": 64, "eval_samples": 64}},
+        log_z={"estimator": "importance", "train_samples": 64, "eval_samples": 64},
     )
     result = run(config, tmp_path)
     assert result["status"] == "diverged"
@@ -110,7 +108,7 @@ def test_estimator_refuses_impossible_settings():
 
 def test_flow_proposal_learns_the_energy_by_reverse_kl():
     pytest.importorskip("zuko")
-    from icnn_bench.objectives.importance import FlowProposal
+    from icnn_bench.log_z.importance import FlowProposal
 
     torch.manual_seed(0)
     scale = torch.tensor([0.5, 2.0, 1.0])
@@ -139,11 +137,11 @@ def test_flow_proposal_without_zuko_is_one_line(tiny_config, tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "zuko", None)
     config = tiny_config(
         target={"name": "correlated_gaussian", "params": {"dim": 3}},
-        model={"log_z": {"estimator": "importance", "proposal": "flow"}},
+        log_z={"estimator": "importance", "proposal": "flow"},
     )
     result = run(config, tmp_path)
     assert result["status"] == "failed"
-    assert result["error"].startswith("model.log_z.proposal=flow needs the zuko package")
+    assert result["error"].startswith("log_z.proposal=flow needs the zuko package")
 
 
 def test_a_run_with_the_flow_proposal(tiny_config, tmp_path):
@@ -151,14 +149,12 @@ def test_a_run_with_the_flow_proposal(tiny_config, tmp_path):
     config = tiny_config(
         "lift",
         target={"name": "correlated_gaussian", "params": {"dim": 3}},
-        model={
-            "log_z": {
-                "estimator": "importance",
-                "proposal": "flow",
-                "train_samples": 64,
-                "eval_samples": 512,
-                "flow": {"transforms": 1, "hidden": [16]},
-            }
+        log_z={
+            "estimator": "importance",
+            "proposal": "flow",
+            "train_samples": 64,
+            "eval_samples": 512,
+            "flow": {"transforms": 1, "hidden": [16]},
         },
     )
     result = run(config, tmp_path)
@@ -172,7 +168,7 @@ def test_a_run_with_the_flow_proposal(tiny_config, tmp_path):
 
 def test_importance_sampling_can_be_forced_in_1d(tiny_config, tmp_path):
     config = tiny_config(
-        model={"log_z": {"estimator": "importance", "train_samples": 128, "eval_samples": 1024}}
+        log_z={"estimator": "importance", "train_samples": 128, "eval_samples": 1024}
     )
     result = run(config, tmp_path)
     assert result["status"] == "ok", result["error"]

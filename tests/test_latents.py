@@ -11,7 +11,7 @@ import torch
 
 from icnn_bench.report import make_report
 from icnn_bench.targets import TargetError, build_target
-from icnn_bench.train import run
+from icnn_bench.runner import run
 
 
 def test_digits_latents_split_is_seeded_standardised_and_decodable():
@@ -77,14 +77,12 @@ def test_latent_run_writes_decoded_samples_and_report_rows_per_dimension(tiny_co
             "lift",
             target={"name": "digits_latents", "params": {"latent_dim": dim}},
             data={"n_train": None, "n_val": None, "n_test": None},
-            model={
-                "log_z": {
-                    "estimator": "auto",
-                    "train_nodes": 1024,
-                    "eval_nodes": 10_000,
-                    "train_samples": 128,
-                    "eval_samples": 1024,
-                }
+            log_z={
+                "estimator": "auto",
+                "train_nodes": 1024,
+                "eval_nodes": 10_000,
+                "train_samples": 128,
+                "eval_samples": 1024,
             },
         )
         result = run(config, tmp_path / f"d{dim}")

@@ -10,8 +10,8 @@ import torch
 from icnn_bench import load_run
 from icnn_bench.build import target_from_config
 from icnn_bench.metrics import grid_divergences
-from icnn_bench.objectives.quadrature import QuadratureLogZ, gauss_legendre_grid, midpoint_grid
-from icnn_bench.train import run
+from icnn_bench.log_z.quadrature import QuadratureLogZ, gauss_legendre_grid, midpoint_grid
+from icnn_bench.runner import run
 
 
 def test_quadrature_nll_of_a_gaussian_energy_equals_the_closed_form():
@@ -94,14 +94,14 @@ def test_training_rule_stays_within_1e4_of_the_8000_point_log_z_of_a_trained_mod
     config = tiny_config(
         "lift",
         target={"name": "gamma", "params": {}},
-        model={"width": 128, "log_z": {"estimator": "quadrature", "eval_nodes": 8000}},
+        model={"width": 128}, log_z={"estimator": "quadrature", "eval_nodes": 8000},
         trainer={"steps": 400, "batch_size": 256, "lr": 1e-3, "eval_every": 400},
         data={"n_train": 2000},
     )
     config["method"]["body"] = [64, 64, 96]
     assert run(config, tmp_path)["status"] == "ok"
     model = load_run(tmp_path)
-    energy = model._energy_fn(model.source.pinned)
+    energy = model._energy_fn(model.method.pinned)
     estimator = model.log_z_estimator
     assert estimator.train_grid.shape[0] == 128  # the default: 8 panels of 16 nodes
     reference = float(estimator(energy, training=False))

@@ -17,7 +17,7 @@ import pytest
 from icnn_bench.checkpoint import CHECKPOINT
 from icnn_bench.errors import ConfigError
 from icnn_bench.sinks.base import Sink
-from icnn_bench.train import run
+from icnn_bench.runner import run
 
 # keys that legitimately differ between two runs of one config
 TIMING = {"wall_s", "train_s", "steps_per_s", "resumed_from_step"}
@@ -59,7 +59,7 @@ def configs(tiny_config) -> dict[str, dict]:
         "softplus_importance_probe": tiny_config(
             "softplus",
             target={"name": "correlated_gaussian", "params": {"dim": 2, "rho": 0.5}},
-            model={"log_z": importance},
+            log_z=importance,
             trainer={"probe_every": 10, "probe_batches": 3},
         ),
         "pgd_halving": tiny_config("pgd", trainer={"lr_halve_every": 7}),

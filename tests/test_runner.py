@@ -11,7 +11,7 @@ import torch
 
 from icnn_bench import load_run
 from icnn_bench.models.ebm import EnergyModel
-from icnn_bench.train import run
+from icnn_bench.runner import run
 
 
 def read_result(run_dir):
@@ -151,20 +151,20 @@ def test_non_finite_emitted_weights_are_named_as_the_cause(tiny_config, tmp_path
 
 
 def test_non_finite_parameters_stop_even_under_skip_step(tiny_config, tmp_path, monkeypatch):
-    import icnn_bench.train as train_module
+    import icnn_bench.runner as train_module
 
     build = train_module.model_from_config
 
     def broken(*args, **kwargs):
         model = build(*args, **kwargs)
         with torch.no_grad():
-            model.source.params["W1"][0, 0] = math.inf
+            model.method.params["W1"][0, 0] = math.inf
         return model
 
     monkeypatch.setattr(train_module, "model_from_config", broken)
     result = run(tiny_config("softplus", trainer={"nan_policy": "skip_step"}), tmp_path)
     assert result["status"] == "diverged"
-    assert result["error"].startswith("non-finite parameters (source.params.W1)")
+    assert result["error"].startswith("non-finite parameters (method.params.W1)")
 
 
 @pytest.mark.parametrize(
@@ -195,7 +195,7 @@ def test_unexpected_errors_keep_their_traceback_in_the_run_folder(
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("icnn_bench.train.train_loop", broken)
+    monkeypatch.setattr("icnn_bench.runner.train_loop", broken)
     result = run(tiny_config(), tmp_path)
     assert result["status"] == "failed"
     assert "RuntimeError: boom" in result["error"]
@@ -212,7 +212,7 @@ def test_cuda_without_a_gpu_says_so(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("scale", [1e-3, 10.0, math.inf])
 def test_clipping_equals_torch_clip_grad_norm_bit_for_bit(scale):
-    from icnn_bench.train import clip_gradients
+    from icnn_bench.loop import clip_gradients
 
     generator = torch.Generator().manual_seed(0)
     ours = [torch.nn.Parameter(torch.randn(40, 30, generator=generator)) for _ in range(3)]

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from icnn_bench.train import prepare, run
-from icnn_bench.vectorized import run_seeds, seed_config, train_vectorized, use_vectorized
+from icnn_bench.runner import prepare, run
+from icnn_bench.loop import SeedRun, StackedSeeds, train_loop
+from icnn_bench.runner import run_seeds, seed_config, use_vectorized
 
 SEEDS = [0, 1, 2]
 
@@ -49,10 +50,12 @@ def test_vectorised_seeds_match_sequential_runs(tiny_config, tmp_path, method):
 
 def test_one_diverging_seed_stops_alone(tiny_config, tmp_path):
     config = cell(tiny_config, "softplus")
-    jobs = {s: prepare(seed_config(config, s), tmp_path) for s in SEEDS}
+    jobs = [prepare(seed_config(config, s), tmp_path) for s in SEEDS]
     with torch.no_grad():
-        jobs[1].model.source.params["W1"][0, 0] = math.inf
-    outcomes = train_vectorized(jobs, {s: [] for s in SEEDS})
+        jobs[1].model.method.params["W1"][0, 0] = math.inf
+    settings = jobs[0].settings
+    runs = [SeedRun(j.model, j.split, settings, j.seed, []) for j in jobs]
+    outcomes = train_loop(runs, StackedSeeds([j.model for j in jobs], settings), settings)
     assert outcomes[1].status == "diverged" and outcomes[1].diverged_step == 1
     assert outcomes[1].error.startswith("non-finite parameters")
     assert outcomes[0].status == outcomes[2].status == "ok"
@@ -63,10 +66,10 @@ def test_cells_it_cannot_batch_fail_in_one_line_when_asked_and_fall_back_on_auto
     tiny_config, tmp_path
 ):
     importance = {"estimator": "importance", "train_samples": 64, "eval_samples": 256}
-    config = cell(tiny_config, "pgd", model={"log_z": importance})
+    config = cell(tiny_config, "pgd", log_z=importance)
     for result in run_seeds(config, tmp_path / "asked"):
         assert result["status"] == "failed"
-        assert "quadrature log Z" in result["error"] and "\n" not in result["error"]
+        assert "deterministic log Z" in result["error"] and "\n" not in result["error"]
     config["trainer"]["vectorize"] = "auto"
     results = run_seeds(config, tmp_path / "auto")
     assert [r["status"] for r in results] == ["ok"] * len(SEEDS)

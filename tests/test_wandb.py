@@ -17,7 +17,7 @@ from conftest import TINY
 from hydra.types import RunMode
 from test_cli import FAST, icnn_bench
 
-from icnn_bench import train
+from icnn_bench import runner as train
 from icnn_bench.cli import make_sinks, sweep_group
 from icnn_bench.errors import ConfigError
 from icnn_bench.sinks import wandb as wandb_sink

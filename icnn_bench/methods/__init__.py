@@ -1,42 +1,39 @@
-"""Weight sources (constraint methods) by name."""
+"""Constraint methods: built from their config, whose `_target_` names the class."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from torch import Tensor
 
+from icnn_bench import registry
 from icnn_bench.errors import ConfigError
-from icnn_bench.methods.base import WeightSource
-from icnn_bench.methods.lift import LiftWeights
-from icnn_bench.methods.pgd import ProjectedWeights
-from icnn_bench.methods.softplus import SoftplusWeights
+from icnn_bench.methods.base import ConstraintMethod
 from icnn_bench.models.icnn import ICNNSpec
 
-METHODS: dict[str, type[WeightSource]] = {
-    "pgd": ProjectedWeights,
-    "softplus": SoftplusWeights,
-    "lift": LiftWeights,
-    # the lift with one ingredient deleted; their configs set the switch
-    "lift_noslack": LiftWeights,
-    "lift_nocond": LiftWeights,
-    "lift_nostoch": LiftWeights,
-}
+
+def method_names() -> list[str]:
+    """Every constraint method a config can name (the package's and any added folder's);
+    options that only select a reference model (no `_target_`) are not methods."""
+    return [n for n in registry.options("method") if "_target_" in registry.option("method", n)]
 
 
 def build_method(
-    name: str, spec: ICNNSpec, init: dict[str, Tensor], **options: Any
-) -> WeightSource:
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
-    if "body" in options:
-        options["body"] = tuple(options["body"])
-    if "pinned_pool" not in inspect.signature(METHODS[name]).parameters:
-        options.pop("pinned_pool", None)  # an evaluation setting only the lift reads
-    source = METHODS[name](spec, init, **options)
-    source.name = name
-    return source
+    method: str | dict[str, Any], spec: ICNNSpec, init: dict[str, Tensor], **options: Any
+) -> ConstraintMethod:
+    """The method a config (or a name and its options) describes, around initial tensors
+    `init`. Its option YAML supplies `_target_` and the defaults the config does not set."""
+    config = {"name": method, **options} if isinstance(method, str) else dict(method)
+    name = config.get("name")
+    settings = {**registry.option("method", name), **config} if "_target_" not in config else config
+    cls = registry.resolve(registry.target_of("method", settings), "method")
+    if not (isinstance(cls, type) and issubclass(cls, ConstraintMethod)):
+        raise ConfigError(f"method {name}: _target_ {cls!r} is not a ConstraintMethod subclass")
+    kwargs = {k: v for k, v in settings.items() if k not in ("name", "_target_")}
+    try:
+        return cls(spec, init, **kwargs)
+    except TypeError as error:
+        raise ConfigError(f"method {name}: {error}") from None
 
 
-__all__ = ["METHODS", "WeightSource", "build_method"]
+__all__ = ["ConstraintMethod", "build_method", "method_names"]

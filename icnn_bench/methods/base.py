@@ -1,29 +1,39 @@
-"""The weight-source seam: where the ICNN's tensors come from.
+"""The seam of the comparison: a constraint method decides where the ICNN's tensors come from.
 
-A weight source is an nn.Module that, called with the current training batch (or None),
-returns every ICNN tensor by name, the constrained ones elementwise non-negative. Three hooks
-complete the contract:
+A method is an nn.Module; `emit(batch)` returns every ICNN tensor by name (conf's `_target_`
+names the class), the constrained ones elementwise non-negative. It implements three things:
 
-- ``project_()``   runs after each optimizer step (PGD clamps there; others do nothing);
-- ``pin(data)``    freezes one emission for evaluation, ``unpin()`` releases it;
-- ``dead_fraction()`` / ``constrained_parameters()`` feed the diagnostics.
+- ``emit(batch)``              all tensors; `batch` is the training batch (or None);
+- ``pre_positivity()``         per constrained tensor, the value whose sign or shoulder decides
+                               whether an entry is dead (at the last emission);
+- ``constrained_parameters()`` the trainable parameters behind the constrained tensors.
+
+Everything else has a default that a new method overrides only if it has it: a projection
+after each step (pgd), a shoulder (softplus-type: dead = sigmoid(u) < SHOULDER), batch
+conditioning, a slack for the cross-covariance probe, a record of the last emission.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
 import torch
 from torch import Tensor, nn
 
 from icnn_bench.models.icnn import ICNNSpec
+from icnn_bench.side_state import SideState
 
 # A reparametrised entry whose derivative sigmoid(u) is below this is "on the shoulder".
 SHOULDER = 0.05
 
 
-class WeightSource(nn.Module, ABC):
-    name: str = "base"
+class ConstraintMethod(nn.Module, SideState, ABC):
+    #: dead entries sit on a softplus shoulder (False: a hard bound, as pgd's clamp at 0)
+    has_shoulder: bool = True
+    #: the emission reads the training batch, so the loss's weights change with it
+    conditions_on_batch: bool = False
+    #: seeds stacked into one vmapped model train faster than one after another on a CPU
+    #: (results/bench.md: not for the lift, whose readout is memory-bound)
+    batches_well_on_cpu: bool = True
 
     def __init__(self, spec: ICNNSpec) -> None:
         super().__init__()
@@ -48,24 +58,31 @@ class WeightSource(nn.Module, ABC):
         """The trainable parameters that produce the constrained tensors."""
 
     def project_(self) -> None:
-        """Called after every optimizer step."""
+        """Called after every optimizer step (pgd clamps here)."""
 
     def use_training_split(self, train: Tensor) -> None:
-        """Told the training split once before training (only the lift's ablations read it)."""
+        """Told the training split once before training (an ablation may pool it)."""
 
     def dead_fraction(self) -> float:
-        """Share of constrained entries with no gradient path (reparametrised: on the shoulder)."""
+        """Share of constrained entries with no gradient path (default: on the shoulder)."""
         values = torch.cat([u.detach().reshape(-1) for u in self.pre_positivity().values()])
         return float((torch.sigmoid(values) < SHOULDER).float().mean())
 
-    @torch.no_grad()
-    def pin(self, train_data: Tensor) -> None:
-        """Freeze the emission used for evaluation (the lift pools over `train_data`)."""
-        self._pinned = None
-        self._pinned = {k: v.detach().clone() for k, v in self.emit_pinned(train_data).items()}
+    def probe_slack(self) -> tuple[Tensor, Tensor] | None:
+        """For the cross-covariance probe: the trainable slack b added to the emitted iterate
+        and the mask of its constrained entries (in `pre_positivity` order); None: no slack."""
+        return None
 
-    def emit_pinned(self, train_data: Tensor) -> dict[str, Tensor]:
-        return self.emit(None)
+    # -- the evaluation emission ---------------------------------------------------------
+
+    @torch.no_grad()
+    def pin(self, pool: Tensor) -> None:
+        """Freeze the emission used for evaluation; a batch-conditioned method pools `pool`."""
+        self._pinned = None
+        self._pinned = {k: v.detach().clone() for k, v in self.emit_pinned(pool).items()}
+
+    def emit_pinned(self, pool: Tensor) -> dict[str, Tensor]:
+        return self.emit(pool)
 
     def unpin(self) -> None:
         self._pinned = None

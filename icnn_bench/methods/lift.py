@@ -24,14 +24,14 @@ from torch import Tensor, nn
 
 from icnn_bench import checks
 from icnn_bench.errors import ConfigError
-from icnn_bench.methods.base import WeightSource
+from icnn_bench.methods.base import ConstraintMethod
 from icnn_bench.models.icnn import ICNNSpec
 
 _POOL_CHUNK = 65_536
 
 
-class LiftWeights(WeightSource):
-    name = "lift"
+class LiftWeights(ConstraintMethod):
+    batches_well_on_cpu = False  # the readout is memory-bound: S seeds' worth spill the cache
 
     def __init__(
         self,
@@ -41,7 +41,6 @@ class LiftWeights(WeightSource):
         pool_norm: bool = True,
         slack_init: float = -2.0,
         emit: Literal["all", "constrained"] = "all",
-        pinned_pool: str | int = "split",
         slack: bool = True,
         condition: Literal["batch", "constant"] = "batch",
         stochastic: bool = True,
@@ -53,16 +52,15 @@ class LiftWeights(WeightSource):
         checks.boolean("method.stochastic", stochastic)
         self.condition = condition
         self.stochastic = stochastic
-        self._split: Tensor | None = None
+        self.conditions_on_batch = condition == "batch" and stochastic
+        # a buffer, so that seeds stacked into one vmapped model each pool their own split
+        self.register_buffer("_split", None, persistent=False)
         if emit not in ("all", "constrained"):
             raise ConfigError(f"method.emit={emit!r}; choose one of: all, constrained")
         checks.int_list("method.body", body)
         checks.boolean("method.pool_norm", pool_norm)
         checks.number("method.slack_init", slack_init, minimum=-math.inf)
-        if pinned_pool != "split" and not (checks.is_int(pinned_pool) and pinned_pool > 0):
-            raise ConfigError(f"method.pinned_pool={pinned_pool!r}; use 'split' or a positive int")
         self.pool_norm = pool_norm
-        self.pinned_pool = pinned_pool
         self.body = _relu_mlp(spec.dim, body)
 
         emitted = [t for t in spec.tensors() if emit == "all" or t.constrained]
@@ -88,12 +86,13 @@ class LiftWeights(WeightSource):
         self._last_pre: dict[str, Tensor] = {}
         # ablation condition=constant: the body reads this learned code instead of the batch
         self.code = nn.Parameter(torch.randn(1, spec.dim)) if condition == "constant" else None
-        self._constrained_index = torch.cat(
+        mask = torch.cat(
             [
                 torch.full((size,), constrained, dtype=torch.bool)
                 for (_, _, constrained), size in zip(self._layout, self._sizes, strict=True)
             ]
         )
+        self.register_buffer("_constrained_slots", mask, persistent=False)
 
     def use_training_split(self, train: Tensor) -> None:
         """The whole training split, which the stochastic=false ablation pools every step."""
@@ -127,19 +126,17 @@ class LiftWeights(WeightSource):
     def emit(self, batch: Tensor | None) -> dict[str, Tensor]:
         return self._emit_from_summary(self.summary(self.conditioning(batch)))
 
-    def emit_pinned(self, train_data: Tensor) -> dict[str, Tensor]:
+    def emit_pinned(self, pool: Tensor) -> dict[str, Tensor]:
+        """The evaluation emission: the summary pooled over `pool` (the learned code for
+        condition=constant)."""
         if self.code is not None:
             return self.emit(None)
-        pool = train_data if self.pinned_pool == "split" else train_data[: self.pinned_pool]
         return self._emit_from_summary(self.summary(pool))
 
-    def slack_gradient_target(self) -> Tensor | None:
-        """The trainable slack b of the constrained entries (None when b is fixed)."""
-        return self.slack if self.slack.requires_grad else None
-
-    def constrained_slots(self) -> Tensor:
-        """Boolean mask of the constrained entries within the emitted vector theta~."""
-        return self._constrained_index
+    def probe_slack(self) -> tuple[Tensor, Tensor] | None:
+        if not self.slack.requires_grad:  # slack=false: b is fixed, no gradient reaches it
+            return None
+        return self.slack, self._constrained_slots
 
     def _emit_from_summary(self, summary: Tensor) -> dict[str, Tensor]:
         theta = torch.addmv(self.slack, self.readout, summary)
@@ -157,6 +154,12 @@ class LiftWeights(WeightSource):
 
     def pre_positivity(self) -> dict[str, Tensor]:
         return self._last_pre
+
+    def side_state(self) -> dict[str, Tensor]:
+        return dict(self._last_pre)
+
+    def load_side_state(self, state: dict[str, Tensor]) -> None:
+        self._last_pre = dict(state)
 
     def constrained_parameters(self) -> list[nn.Parameter]:
         return [p for p in (self.readout, self.slack) if p.requires_grad]

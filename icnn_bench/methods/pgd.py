@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from icnn_bench.methods.base import WeightSource
+from icnn_bench.methods.base import ConstraintMethod
 from icnn_bench.models.icnn import ICNNSpec
 
 
-class ProjectedWeights(WeightSource):
-    name = "pgd"
+class ProjectedWeights(ConstraintMethod):
+    has_shoulder = False  # a clamped entry sits at the bound 0, not on a shoulder
 
     def __init__(self, spec: ICNNSpec, init: dict[str, Tensor]) -> None:
         super().__init__(spec)

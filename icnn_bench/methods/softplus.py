@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icnn_bench.methods.base import WeightSource
+from icnn_bench.methods.base import ConstraintMethod
 from icnn_bench.models.icnn import ICNNSpec
 
 
@@ -16,9 +16,7 @@ def inverse_softplus(w: Tensor) -> Tensor:
     return w + torch.log(-torch.expm1(-w))
 
 
-class SoftplusWeights(WeightSource):
-    name = "softplus"
-
+class SoftplusWeights(ConstraintMethod):
     def __init__(self, spec: ICNNSpec, init: dict[str, Tensor]) -> None:
         super().__init__(spec)
         self._constrained = spec.constrained_names()

@@ -1,26 +1,33 @@
-"""What the training loop needs from a model: a loss, a normalised log-density, and the hooks
-of its weight sources (pin for evaluation, project after a step, diagnostics)."""
+"""What the training loop needs from a model: a loss, a normalised log-density, the hooks of
+its constraint methods (pin for evaluation, project after a step, diagnostics), and the
+optional capabilities it declares (sampling, an evaluation grid of its own, batching seeds)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from icnn_bench.methods.base import WeightSource
+from icnn_bench.methods.base import ConstraintMethod
+from icnn_bench.side_state import SideState
 
 
 class DensityModel(nn.Module, ABC):
-    """A trainable density. Convex models hold one or more weight sources; a reference flow
-    holds none, so its weight-source hooks do nothing."""
+    """A trainable density. Convex models hold one or more constraint methods; a reference
+    flow holds none, so its method hooks do nothing."""
 
-    kind: str = "density"
+    #: the comparison column: set by the builder from the config (method or model name)
+    method_name: str | None = None
+    #: `sample` draws exactly (a flow's inverse), not by a Markov chain
+    exact_sampler: bool = False
 
-    def weight_sources(self) -> list[WeightSource]:
-        return [m for m in self.modules() if isinstance(m, WeightSource)]
+    def constraint_methods(self) -> list[ConstraintMethod]:
+        return [m for m in self.modules() if isinstance(m, ConstraintMethod)]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -39,43 +46,73 @@ class DensityModel(nn.Module, ABC):
         loss.backward()
         return loss.detach()
 
-    def evaluation_info(self) -> dict[str, Any]:
+    # -- optional capabilities (defaults: not there) --------------------------------------
+
+    def evaluation_info(self, target: Any) -> dict[str, Any]:
         """Extra final metrics (e.g. the log Z estimate and its standard error)."""
         return {}
 
+    def evaluation_grid(self, target: Any) -> tuple[Tensor, float] | None:
+        """Equal-cell nodes on the target's box (d <= 2) for grid metrics, and log cell volume."""
+        from icnn_bench.log_z.quadrature import midpoint_grid
+
+        box = target.box()
+        if box is None or target.dim > 2:
+            return None
+        nodes, log_cell = midpoint_grid(box, 8000 if target.dim == 1 else 200 * 200)
+        return nodes.to(self.device), log_cell
+
+    @property
+    def can_sample(self) -> bool:
+        return type(self).sample is not DensityModel.sample
+
+    def sample(
+        self, n: int, generator: torch.Generator, start: Tensor | None = None
+    ) -> Tensor:
+        """n draws from the evaluation model (`start`: where a Markov chain may begin)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot sample")
+
+    def vectorization_problem(self) -> str | None:
+        """Why seeds of this model cannot be stacked into one vmapped model, or None."""
+        return f"trainer.vectorize=true does not support {type(self).__name__} models"
+
+    # -- constraint-method hooks ---------------------------------------------------------
+
     def use_training_split(self, train: Tensor) -> None:
-        for source in self.weight_sources():
-            source.use_training_split(train)
+        for method in self.constraint_methods():
+            method.use_training_split(train)
 
     def after_step(self) -> None:
-        for source in self.weight_sources():
-            source.project_()
+        for method in self.constraint_methods():
+            method.project_()
 
-    def pin(self, train: Tensor) -> None:
-        for source in self.weight_sources():
-            source.pin(train)
+    def pin(self, pool: Tensor) -> None:
+        for method in self.constraint_methods():
+            method.pin(pool)
 
     def unpin(self) -> None:
-        for source in self.weight_sources():
-            source.unpin()
+        for method in self.constraint_methods():
+            method.unpin()
 
     def dead_fraction(self) -> float:
-        sources = self.weight_sources()
-        if not sources:
+        methods = self.constraint_methods()
+        if not methods:
             return math.nan
-        values = [source.dead_fraction() for source in sources]
-        sizes = [sum(u.numel() for u in s.pre_positivity().values()) for s in sources]
+        values = [method.dead_fraction() for method in methods]
+        sizes = [sum(u.numel() for u in m.pre_positivity().values()) for m in methods]
         return sum(v * n for v, n in zip(values, sizes, strict=True)) / sum(sizes)
 
     def constrained_parameters(self) -> list[nn.Parameter]:
-        return [p for source in self.weight_sources() for p in source.constrained_parameters()]
+        return [p for method in self.constraint_methods() for p in method.constrained_parameters()]
 
     def pinned_state(self) -> list[dict[str, Tensor]]:
-        return [{k: v.cpu() for k, v in (s.pinned or {}).items()} for s in self.weight_sources()]
+        return [{k: v.cpu() for k, v in (m.pinned or {}).items()} for m in self.constraint_methods()]
 
     def set_pinned_state(self, pinned: list[dict[str, Tensor]]) -> None:
-        for source, params in zip(self.weight_sources(), pinned, strict=True):
-            source.set_pinned(params)
+        for method, params in zip(self.constraint_methods(), pinned, strict=True):
+            method.set_pinned(params)
+
+    # -- state beyond the state dict: random streams and side state ----------------------
 
     def rng_states(self) -> dict[str, Tensor]:
         """States of the random streams held by the model's modules (probes, proposal draws),
@@ -97,10 +134,33 @@ class DensityModel(nn.Module, ABC):
                 setattr(module, attr, generator)
             generator.set_state(state)
 
-    @property
-    def method_name(self) -> str | None:
-        sources = self.weight_sources()
-        return sources[0].name if sources else None
+    def side_states(self) -> dict[str, Any]:
+        """Every submodule's side state (optimizers of learned proposals, last emissions)."""
+        return {
+            path: module.side_state()
+            for path, module in self.named_modules()
+            if isinstance(module, SideState)
+        }
+
+    def load_side_states(self, states: dict[str, Any]) -> None:
+        for path, state in states.items():
+            self.get_submodule(path).load_side_state(state)
+
+    @contextlib.contextmanager
+    def undisturbed(self) -> Iterator[None]:
+        """Evaluate extra losses (a diagnostic probe) without moving any training state:
+        random streams, global RNG, side state; self-training submodules hold still."""
+        streams, sides = self.rng_states(), self.side_states()
+        with contextlib.ExitStack() as stack:
+            for module in self.modules():
+                if isinstance(module, SideState):
+                    stack.enter_context(module.frozen())
+            stack.enter_context(torch.random.fork_rng(devices=[]))
+            try:
+                yield
+            finally:
+                self.set_rng_states(streams)
+                self.load_side_states(sides)
 
     @property
     def device(self) -> torch.device:

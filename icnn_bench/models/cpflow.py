@@ -1,196 +1,264 @@
-"""Convex-potential flow (CP-Flow, Huang et al. ICLR 2021): the math of one block.
+"""Convex-potential flow: blocks x -> grad F(x), optionally with ActNorm in front of each,
+onto a standard normal base. Every block's ICNN tensors come from its own weight method.
 
-    F(x)     = softplus(w1) E(x) + softplus(w0) |x|^2 / 2      E: the ICNN of icnn.py
-    y        = grad F(x)
-    log p(x) = log N(grad F(x); 0, I) + log det Hess F(x)
-
-All curvature of an ICNN comes from its elementwise activations. With a_l the pre-activation
-of layer l, J_l = d a_l / d x, g_l = dE/dz_l and c_l = g_l * softplus''(a_l):
-
-    grad E(x) = sum_l A_l^T (g_l * sigmoid(a_l)) + aL + alpha x
-    Hess E(x) = alpha I + sum_l J_l^T diag(c_l) J_l,   J_(l+1) = W_l diag(sigmoid(a_l)) J_l + A_l
-
-One forward pass (a_l, J_l) and one backward pass (g_l) give both, batch-wise, with plain
-first-order autograd for the parameter gradients (no nested differentiation). The generic
-torch.func Hessian is the reference the tests check this against.
+The lift's methods all condition on the data batch (detached), so within a step each block
+is one fixed convex potential and its Jacobian stays a symmetric positive-definite Hessian.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from icnn_bench.models import icnn
+from icnn_bench import checks
+from icnn_bench.errors import ConfigError
+from icnn_bench.methods.base import ConstraintMethod
+from icnn_bench.models import potential
+from icnn_bench.models.base import DensityModel
+from icnn_bench.models.icnn import ICNNSpec
+from icnn_bench.models.logdet import PROBES, draw_probe, stochastic_log_det
 
-LOG_2PI = math.log(2 * math.pi)
-
-
-class InversionError(RuntimeError):
-    """Newton's method did not reach the requested residual."""
-
-
-def potential(
-    params: dict[str, Tensor], x: Tensor, spec: icnn.ICNNSpec, w0: Tensor, w1: Tensor
-) -> Tensor:
-    """F(x) for a batch x (n, d); returns (n,)."""
-    return F.softplus(w1) * icnn.energy(params, x, spec) + F.softplus(w0) * 0.5 * (x * x).sum(-1)
+LOG_DETS = ("auto", "exact", "stochastic")
 
 
-def _pre_activations(params: dict[str, Tensor], x: Tensor, spec: icnn.ICNNSpec) -> list[Tensor]:
-    pres = [x @ params["A0"].T + params["b0"]]
-    for layer in range(1, spec.depth):
-        z = F.softplus(pres[-1])
-        pres.append(z @ params[f"W{layer}"].T + x @ params[f"A{layer}"].T + params[f"b{layer}"])
-    return pres
+def _softplus_inverse(value: float) -> float:
+    return math.log(math.expm1(value))
 
 
-def _output_sensitivities(
-    params: dict[str, Tensor], sigmoids: list[Tensor], spec: icnn.ICNNSpec
-) -> list[Tensor]:
-    """g_l = dE/dz_l for every layer (non-negative when the constrained weights are)."""
-    grad_z = params["wL"].expand_as(sigmoids[-1])
-    out = [grad_z]
-    for layer in range(spec.depth - 1, 0, -1):
-        grad_z = (grad_z * sigmoids[layer]) @ params[f"W{layer}"]
-        out.append(grad_z)
-    return out[::-1]
+@dataclass(frozen=True)
+class LogDetSettings:
+    kind: str = "auto"  # auto: exact up to max_exact_dim, stochastic above
+    max_exact_dim: int = 64
+    cg_iters: int = 32
+    cg_rtol: float = 1e-4
+    probe: str = "rademacher"
+    eval_chunk: int = 2048  # rows per evaluation chunk (exact Hessians are n x d x d)
+    train_chunk: int = 128  # exact training: rows per forward/backward chunk (cache-sized)
+
+    def resolve(self, dim: int) -> str:
+        for key in ("max_exact_dim", "cg_iters", "eval_chunk", "train_chunk"):
+            checks.integer(f"model.{key}", getattr(self, key))
+        if not (checks.is_number(self.cg_rtol) and 0 < self.cg_rtol < 1):
+            raise ConfigError(f"model.cg_rtol={self.cg_rtol!r} must lie in (0, 1)")
+        if self.kind not in LOG_DETS:
+            raise ConfigError(f"model.log_det={self.kind!r}; choose one of: {', '.join(LOG_DETS)}")
+        if self.probe not in PROBES:
+            raise ConfigError(f"model.probe={self.probe!r}; choose one of: {', '.join(PROBES)}")
+        if self.kind == "auto":
+            return "exact" if dim <= self.max_exact_dim else "stochastic"
+        if self.kind == "exact" and dim > self.max_exact_dim:
+            raise ConfigError(
+                f"model.log_det=exact at d={dim} forms {dim}x{dim} Hessians per sample (limit "
+                f"model.max_exact_dim={self.max_exact_dim}); use model.log_det=stochastic "
+                "(Hutchinson + conjugate gradients) or raise model.max_exact_dim"
+            )
+        return self.kind
 
 
-def _energy_gradient(
-    params: dict[str, Tensor], x: Tensor, sigmoids: list[Tensor], sens: list[Tensor], alpha: float
-) -> Tensor:
-    grad = params["aL"] + alpha * x
-    for layer, (sig, g) in enumerate(zip(sigmoids, sens, strict=True)):
-        grad = grad + (g * sig) @ params[f"A{layer}"]
-    return grad
+class ActNorm(nn.Module):
+    """Elementwise affine z = (x - shift) * exp(log_scale), data-initialised to standardise."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+
+    @torch.no_grad()
+    def initialise(self, x: Tensor) -> None:
+        self.shift.copy_(x.mean(0))
+        self.log_scale.copy_(-x.std(0).clamp_min(1e-6).log())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z = (x - self.shift) * self.log_scale.exp()
+        return z, self.log_scale.sum().expand(x.shape[0])
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return z * (-self.log_scale).exp() + self.shift
 
 
-def _energy_hessian(
-    params: dict[str, Tensor], x: Tensor, sigmoids: list[Tensor], sens: list[Tensor], alpha: float
-) -> Tensor:
-    # Jacobians kept transposed, (n, d, h), so each layer's propagation is one large GEMM
-    # over n*d rows and each curvature term accumulates in place into Hess.
-    n, d = x.shape
-    jac_t = params["A0"].T.expand(n, d, -1)
-    hess = torch.zeros(n, d, d, dtype=x.dtype, device=x.device)
-    for layer, (sig, g) in enumerate(zip(sigmoids, sens, strict=True)):
-        if layer > 0:
-            scaled = (jac_t * sigmoids[layer - 1].unsqueeze(1)).reshape(n * d, -1)
-            jac_t = (scaled @ params[f"W{layer}"].T).reshape(n, d, -1) + params[f"A{layer}"].T
-        curvature = g * sig * (1 - sig)
-        hess = torch.baddbmm(hess, jac_t * curvature.unsqueeze(1), jac_t.transpose(1, 2))
-    return hess + alpha * torch.eye(d, dtype=x.dtype, device=x.device)
+class PotentialBlock(nn.Module):
+    """y = grad F(x) with F = softplus(w1) E_icnn + softplus(w0) |x|^2 / 2."""
+
+    def __init__(self, spec: ICNNSpec, method: ConstraintMethod) -> None:
+        super().__init__()
+        self.spec = spec
+        self.method = method
+        self.w0 = nn.Parameter(torch.tensor(_softplus_inverse(1.0)))  # map starts near identity
+        self.w1 = nn.Parameter(torch.tensor(_softplus_inverse(1.0)))
+
+    def exact(self, x: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        y, hess = potential.gradient_and_hessian(params, x, self.spec, self.w0, self.w1)
+        return y, potential.cholesky_log_det(hess)
+
+    def gradient(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        return potential.potential_gradient(params, x, self.spec, self.w0, self.w1)
+
+    def inverse(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+        return potential.inverse(params, y, self.spec, self.w0.detach(), self.w1.detach())
 
 
-def energy_gradient(params: dict[str, Tensor], x: Tensor, spec: icnn.ICNNSpec) -> Tensor:
-    """grad E(x), (n, d), without autograd through x."""
-    params = icnn.effective_params(params, spec)
-    sigmoids = [torch.sigmoid(a) for a in _pre_activations(params, x, spec)]
-    sens = _output_sensitivities(params, sigmoids, spec)
-    return _energy_gradient(params, x, sigmoids, sens, spec.alpha)
+class ConvexPotentialFlow(DensityModel):
+    """Stacked CP-Flow blocks; log p(x) = log N(z) + sum of block log-dets."""
+
+    exact_sampler = True
+
+    def __init__(
+        self,
+        blocks: list[PotentialBlock],
+        actnorm: bool,
+        log_det: LogDetSettings,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        dim = blocks[0].spec.dim
+        self.dim = dim
+        self.blocks = nn.ModuleList(blocks)
+        self.actnorms = nn.ModuleList([ActNorm(dim) for _ in blocks]) if actnorm else None
+        self.settings = log_det
+        self.train_log_det = log_det.resolve(dim)
+        self.eval_log_det = "exact" if dim <= log_det.max_exact_dim else "stochastic"
+        self._probes = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def initialise_actnorms(self, train: Tensor) -> None:
+        """Data-dependent init: each ActNorm standardises what reaches it at initialisation."""
+        if self.actnorms is None:
+            return
+        x = train
+        for block, norm in zip(self.blocks, self.actnorms, strict=True):
+            norm.initialise(x)
+            x, _ = norm(x)
+            x = block.gradient(x, block.method(train))
+
+    def loss(self, batch: Tensor) -> Tensor:
+        return -self._log_prob(batch, conditioning=batch.detach(), mode=self.train_log_det).mean()
+
+    def loss_backward(self, batch: Tensor) -> Tensor:
+        """Exact log-det training in cache-sized chunks: the per-layer Jacobians of a chunk stay
+        in cache through forward and backward. Each block's emission is computed once for the
+        whole batch (the lift conditions on all of it); the chunks' gradients with respect to the
+        emitted tensors are summed, then sent back through the emission in one pass."""
+        chunk = self.settings.train_chunk
+        if self.train_log_det != "exact" or batch.shape[0] <= chunk:
+            return super().loss_backward(batch)
+        emitted = [block.method(batch.detach()) for block in self.blocks]
+        leaves = [{k: v.detach().requires_grad_(True) for k, v in e.items()} for e in emitted]
+        total = torch.zeros((), dtype=batch.dtype, device=batch.device)
+        for part in batch.split(chunk):
+            log_prob = self._log_prob(part, conditioning=None, mode="exact", emitted=leaves)
+            part_loss = -log_prob.sum() / batch.shape[0]
+            part_loss.backward()
+            total = total + part_loss.detach()
+        tensors = [v for e in emitted for v in e.values() if v.requires_grad]
+        grads = [
+            leaf[k].grad
+            for e, leaf in zip(emitted, leaves, strict=True)
+            for k, v in e.items()
+            if v.requires_grad
+        ]
+        pairs = [(t, g) for t, g in zip(tensors, grads, strict=True) if g is not None]
+        if pairs:
+            torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+        return total
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor) -> Tensor:
+        chunk = self.settings.eval_chunk
+        parts = [
+            self._log_prob(part, conditioning=None, mode=self.eval_log_det, training=False)
+            for part in x.split(chunk)
+        ]
+        return torch.cat(parts)
+
+    def transform(self, x: Tensor) -> Tensor:
+        """z = the flow's image of x under the evaluation weights."""
+        with torch.no_grad():
+            for index, block in enumerate(self.blocks):
+                if self.actnorms is not None:
+                    x, _ = self.actnorms[index](x)
+                x = block.gradient(x, block.method(None))
+        return x
+
+    @torch.no_grad()
+    def inverse(self, z: Tensor) -> Tensor:
+        """x with transform(x) = z (Newton per block; raises potential.InversionError)."""
+        for index in reversed(range(len(self.blocks))):
+            block = self.blocks[index]
+            z = block.inverse(z, block.method(None))
+            if self.actnorms is not None:
+                z = self.actnorms[index].inverse(z)
+        return z
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator, start: Tensor | None = None
+    ) -> Tensor:
+        """n draws by inverting the flow at base draws (`start` is not needed)."""
+        z = torch.randn(n, self.dim, generator=generator).to(self.device)
+        return self.inverse(z)
+
+    def evaluation_info(self, target: Any) -> dict[str, Any]:
+        return {"log_det": self.eval_log_det, **flow_checks(self, target)}
+
+    def _log_prob(
+        self,
+        x: Tensor,
+        conditioning: Tensor | None,
+        mode: str,
+        training: bool = True,
+        emitted: list[dict[str, Tensor]] | None = None,
+    ) -> Tensor:
+        total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for index, block in enumerate(self.blocks):
+            if self.actnorms is not None:
+                x, log_det = self.actnorms[index](x)
+                total = total + log_det
+            params = emitted[index] if emitted is not None else block.method(conditioning)
+            if mode == "exact":
+                x, log_det = block.exact(x, params)
+            else:
+                x, log_det = self._stochastic_block(block, x, params, training)
+            total = total + log_det
+        return potential.standard_normal_log_prob(x) + total
+
+    def _stochastic_block(
+        self, block: PotentialBlock, x: Tensor, params: dict[str, Tensor], training: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Lanczos value with a Hutchinson/CG gradient: value + (surrogate - its value)."""
+        with torch.enable_grad():
+            if not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            y = block.gradient(x, params)
+            probe = draw_probe(tuple(x.shape), self.settings.probe, self._probes, x)
+            estimate = stochastic_log_det(
+                y,
+                x,
+                probe,
+                max_iters=min(self.settings.cg_iters, 2 * self.dim),
+                rtol=self.settings.cg_rtol,
+                create_graph=training,
+            )
+        if not training:
+            return y.detach(), estimate.value
+        return y, estimate.value + estimate.surrogate - estimate.surrogate.detach()
 
 
-def energy_hessian(params: dict[str, Tensor], x: Tensor, spec: icnn.ICNNSpec) -> Tensor:
-    """Hess E(x) per sample, (n, d, d), from the ICNN's structure."""
-    params = icnn.effective_params(params, spec)
-    sigmoids = [torch.sigmoid(a) for a in _pre_activations(params, x, spec)]
-    sens = _output_sensitivities(params, sigmoids, spec)
-    return _energy_hessian(params, x, sigmoids, sens, spec.alpha)
+def flow_checks(model: DensityModel, target: Any, widen: float = 3.0) -> dict[str, float]:
+    """Where the flow's density is reported: in 2-D and below, its total mass on a grid over
+    the target's box widened `widen` times (1 up to grid error if it is normalised)."""
+    box = target.box()
+    if target.dim > 2 or box is None:
+        return {}
+    from icnn_bench.log_z.quadrature import midpoint_grid
 
-
-def gradient_and_hessian(
-    params: dict[str, Tensor], x: Tensor, spec: icnn.ICNNSpec, w0: Tensor, w1: Tensor
-) -> tuple[Tensor, Tensor]:
-    """y = grad F(x) (n, d) and Hess F(x) (n, d, d) from one structured pass."""
-    params = icnn.effective_params(params, spec)
-    sigmoids = [torch.sigmoid(a) for a in _pre_activations(params, x, spec)]
-    sens = _output_sensitivities(params, sigmoids, spec)
-    k0, k1 = F.softplus(w0), F.softplus(w1)
-    grad = k1 * _energy_gradient(params, x, sigmoids, sens, spec.alpha) + k0 * x
-    hess = k1 * _energy_hessian(params, x, sigmoids, sens, spec.alpha)
-    return grad, hess + k0 * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-
-
-def potential_gradient(
-    params: dict[str, Tensor], x: Tensor, spec: icnn.ICNNSpec, w0: Tensor, w1: Tensor
-) -> Tensor:
-    """y = grad F(x), (n, d); differentiable in x and in the parameters."""
-    return F.softplus(w1) * energy_gradient(params, x, spec) + F.softplus(w0) * x
-
-
-def potential_hessian(
-    params: dict[str, Tensor], x: Tensor, spec: icnn.ICNNSpec, w0: Tensor, w1: Tensor
-) -> Tensor:
-    """Hess F(x) = softplus(w1) Hess E(x) + softplus(w0) I, (n, d, d)."""
-    return gradient_and_hessian(params, x, spec, w0, w1)[1]
-
-
-def cholesky_log_det(hess: Tensor) -> Tensor:
-    chol = torch.linalg.cholesky(hess)
-    return 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-
-
-def standard_normal_log_prob(z: Tensor) -> Tensor:
-    return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
-
-
-def log_prob(
-    params: dict[str, Tensor], x: Tensor, spec: icnn.ICNNSpec, w0: Tensor, w1: Tensor
-) -> Tensor:
-    """Exact log-density of x under one block with a standard normal base, (n,)."""
-    y, hess = gradient_and_hessian(params, x, spec, w0, w1)
-    return standard_normal_log_prob(y) + cholesky_log_det(hess)
-
-
-@torch.no_grad()
-def inverse(
-    params: dict[str, Tensor],
-    y: Tensor,
-    spec: icnn.ICNNSpec,
-    w0: Tensor,
-    w1: Tensor,
-    steps: int = 50,
-    tol: float = 1e-6,
-) -> Tensor:
-    """x with grad F(x) = y, by damped Newton on the strongly convex F(x) - <x, y>, in float64
-    (float32 objectives are too coarse to judge steps near the solution).
-
-    Raises InversionError (never loops forever) when max |grad F(x) - y| stays above
-    tol * (1 + max |y|).
-    """
-    dtype = y.dtype
-    params = {k: v.double() for k, v in params.items()}
-    w0, w1, y = w0.double(), w1.double(), y.double()
-
-    def objective(v: Tensor) -> Tensor:
-        return potential(params, v, spec, w0, w1) - (v * y).sum(-1)
-
-    threshold = tol * (1 + float(y.abs().max()))
-    x = y / F.softplus(w0)  # start: invert the quadratic part alone
-    value = objective(x)
-    worst = math.inf
-    for _ in range(steps):
-        grad, hess = gradient_and_hessian(params, x, spec, w0, w1)
-        residual = grad - y
-        worst = float(residual.abs().max())
-        if worst < threshold:
-            return x.to(dtype)
-        step = torch.linalg.solve(hess, residual.unsqueeze(-1)).squeeze(-1)
-        scale = torch.ones_like(value)
-        unsettled = residual.abs().amax(-1) >= threshold  # converged rows keep full steps
-        for _ in range(30):  # backtracking: only accept steps that lower the objective
-            candidate = x - scale.unsqueeze(-1) * step
-            new_value = objective(candidate)
-            slack = 1e-12 * (1 + value.abs())  # rounding of the float64 objective
-            worse = ~(new_value <= value + slack) & unsettled
-            if not bool(worse.any()):
-                break
-            scale = torch.where(worse, scale / 2, scale)
-        x, value = candidate, new_value
-    raise InversionError(
-        f"inverting grad F did not converge in {steps} Newton steps "
-        f"(max residual {worst:.2e} > {threshold:.1e})"
-    )
+    wide = [
+        ((lo + hi) / 2 - widen * (hi - lo) / 2, (lo + hi) / 2 + widen * (hi - lo) / 2)
+        for lo, hi in box
+    ]
+    nodes, log_cell = midpoint_grid(wide, 8000 if target.dim == 1 else 300 * 300)
+    log_p = model.log_prob(nodes.to(model.device)).double()
+    return {"grid_mass": float(torch.logsumexp(log_p, 0).exp() * math.exp(log_cell))}

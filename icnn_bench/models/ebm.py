@@ -7,37 +7,33 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from icnn_bench.methods.base import WeightSource
+from icnn_bench.log_z.base import LogZEstimate, LogZEstimator
+from icnn_bench.methods.base import ConstraintMethod
 from icnn_bench.models import icnn
 from icnn_bench.models.base import DensityModel
-from icnn_bench.objectives.base import LogZEstimate
-from icnn_bench.objectives.importance import ImportanceLogZ
-from icnn_bench.objectives.quadrature import QuadratureLogZ
+
+MALA_STEPS = 400  # sample(): Langevin steps from the chains' start
+MALA_STEP_SIZE = 0.02
 
 
 class EnergyModel(DensityModel):
-    """An ICNN energy whose tensors come from a weight source; log Z from an estimator."""
-
-    kind = "ebm"
+    """An ICNN energy whose tensors come from a constraint method; log Z from an estimator."""
 
     def __init__(
-        self,
-        spec: icnn.ICNNSpec,
-        source: WeightSource,
-        log_z: QuadratureLogZ | ImportanceLogZ,
+        self, spec: icnn.ICNNSpec, method: ConstraintMethod, log_z: LogZEstimator
     ) -> None:
         super().__init__()
         self.spec = spec
-        self.source = source
+        self.method = method
         self.log_z_estimator = log_z
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the EBM optimizer updates (a learned proposal trains itself)."""
-        return [p for p in self.source.parameters() if p.requires_grad]
+        return [p for p in self.method.parameters() if p.requires_grad]
 
     def loss(self, batch: Tensor) -> Tensor:
         """Training objective: mean E(batch) + log Z, both with the weights emitted for batch."""
-        params = self.source(batch)
+        params = self.method(batch)
         mean_energy = icnn.energy(params, batch, self.spec).mean()
         return mean_energy + self.log_z_estimator(self._energy_fn(params), training=True)
 
@@ -58,7 +54,19 @@ class EnergyModel(DensityModel):
         """Normalised log-density under the evaluation (pinned) weights."""
         return -self.energy(x) - self.log_z()
 
-    def evaluation_info(self) -> dict[str, Any]:
+    def sample(
+        self, n: int, generator: torch.Generator, start: Tensor | None = None
+    ) -> Tensor:
+        """MALA chains targeting exp(-E), started at `start` (its first n rows) or at the
+        origin; a log-concave target mixes fast, so a few hundred steps suffice."""
+        from icnn_bench.sampling import mala
+
+        if start is None:
+            start = torch.zeros(n, self.spec.dim, device=self.device)
+        start = start[:n].to(self.device)
+        return mala(self.energy, start, MALA_STEPS, MALA_STEP_SIZE, generator)
+
+    def evaluation_info(self, target: Any) -> dict[str, Any]:
         log_z = self.log_z_estimate()
         return {
             "log_z": log_z.value,
@@ -67,10 +75,20 @@ class EnergyModel(DensityModel):
             "log_z_estimator": self.log_z_estimator.estimate_kind,
         }
 
+    def evaluation_grid(self, target: Any) -> tuple[Tensor, float] | None:
+        """The grid log Z is computed on, where the estimator has one (quadrature): grid
+        metrics then compare the truth with exactly the normalised density reported."""
+        return self.log_z_estimator.evaluation_grid()
+
+    def vectorization_problem(self) -> str | None:
+        if not self.log_z_estimator.deterministic:
+            return "trainer.vectorize=true needs a deterministic log Z (log_z=quadrature, d <= 2)"
+        return None
+
     def _eval_params(self) -> dict[str, Tensor]:
-        if self.source.pinned is None:
-            raise RuntimeError("evaluation needs a pinned emission: call model.source.pin(train)")
-        return self.source.pinned
+        if self.method.pinned is None:
+            raise RuntimeError("evaluation needs a pinned emission: call model.pin(pool)")
+        return self.method.pinned
 
     def _energy_fn(self, params: dict[str, Tensor]):
         return lambda y: icnn.energy(params, y, self.spec)

@@ -14,7 +14,8 @@ from icnn_bench.models.base import DensityModel
 
 
 class MAFReference(DensityModel):
-    kind = "flow"
+    exact_sampler = True
+
 
     def __init__(self, dim: int, transforms: int = 5, hidden: tuple[int, ...] = (128, 128)) -> None:
         super().__init__()
@@ -36,10 +37,14 @@ class MAFReference(DensityModel):
         return self.flow().log_prob(x)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator, start: Tensor | None = None
+    ) -> Tensor:
         with torch.random.fork_rng(devices=[]):  # zuko samples from the global stream
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
             return self.flow().sample((n,))
 
-    def evaluation_info(self) -> dict[str, Any]:
-        return {}
+    def evaluation_info(self, target: Any) -> dict[str, Any]:
+        from icnn_bench.models.cpflow import flow_checks
+
+        return flow_checks(self, target)

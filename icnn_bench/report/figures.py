@@ -15,15 +15,17 @@ import pandas as pd
 from icnn_bench import io
 from icnn_bench.report.tables import method_order, natural_key
 
-COLOURS = {
-    "pgd": "tab:blue",
-    "softplus": "tab:orange",
-    "lift": "tab:green",
-    "lift_noslack": "tab:olive",
-    "lift_nocond": "tab:cyan",
-    "lift_nostoch": "tab:brown",
-    "maf_reference": "tab:purple",
-}
+PALETTE = [f"tab:{c}" for c in "blue orange green red purple brown pink olive cyan".split()]
+
+
+def method_colours() -> dict[str, str]:
+    """One hue per method, the same in every figure of an installation: by the position of
+    the method in the column order of every method the config folders know."""
+    from icnn_bench import registry
+
+    known = method_order([*registry.options("method"), *registry.options("model")])
+    known = [m for m in known if m in registry.options("method")]  # model-only names last
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(known)}
 
 
 def short_label(label: str) -> str:
@@ -32,7 +34,9 @@ def short_label(label: str) -> str:
 
 
 def _colour(method: str, index: int) -> str:
-    return COLOURS.get(method, f"C{3 + index}")
+    colours = method_colours()
+    base = str(method).split(" [")[0]
+    return colours.get(base, f"C{(len(colours) + index) % 10}")
 
 
 def _panels(n: int, width: float = 3.6, height: float = 2.8):

@@ -26,16 +26,7 @@ SHORT_NAMES = {
     "kl_mc": "NLL − entropy",
 }
 FAILED = ("failed", "diverged")
-METHOD_ORDER = [
-    "pgd",
-    "softplus",
-    "lift",
-    "lift_noslack",
-    "lift_nocond",
-    "lift_nostoch",
-    "maf_reference",
-]
-LIFT = "lift"
+LIFT = "lift"  # the method under test: paired comparisons are lift - baseline
 PAIRED_COLUMNS = [
     "target",
     "lift",
@@ -54,9 +45,27 @@ PAIRED_COLUMNS = [
 
 
 def method_order(methods) -> list[str]:
-    present = [m for m in methods if isinstance(m, str)]
-    known = [m for m in METHOD_ORDER if m in present]
-    return known + sorted(set(present) - set(known))
+    """Column order, derived from the names: the baselines, the lift, its variants (lift_*),
+    then reference models (whose column is a model's name), each group alphabetical; the
+    package's own methods before a user's."""
+    present = sorted({m for m in methods if isinstance(m, str)}, key=natural_key)
+    return sorted(present, key=_method_rank)
+
+
+def _method_rank(name: str) -> tuple[int, int]:
+    from icnn_bench import registry
+
+    base = name.split(" [")[0]  # "lift [trainer.lr=0.01]" ranks as lift
+    if base in registry.options("model"):
+        group = 3  # a reference model (no constraint method): its column is its own name
+    elif base == LIFT:
+        group = 1
+    elif base.startswith(LIFT + "_"):
+        group = 2
+    else:
+        group = 0
+    ours = registry.packaged("method", base) or registry.packaged("model", base)
+    return group, 0 if ours else 1
 
 
 def natural_key(label: str) -> list:

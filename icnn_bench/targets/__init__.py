@@ -1,33 +1,35 @@
-"""Targets by name."""
+"""Targets by name: a target's config option (conf/target/<name>.yaml) names its factory."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from icnn_bench import registry
+from icnn_bench.errors import ConfigError
 from icnn_bench.targets.base import Split, Target, TargetError
-from icnn_bench.targets.digits import digits_latents
-from icnn_bench.targets.synthetic import SYNTHETIC
-from icnn_bench.targets.tabular import TABULAR
-from icnn_bench.targets.toys2d import TOYS_2D
-from icnn_bench.targets.univariate import UNIVARIATE
-
-TARGETS = {
-    **UNIVARIATE,
-    **SYNTHETIC,
-    "digits_latents": digits_latents,
-    **TOYS_2D,
-    **TABULAR,
-}
 
 
-def build_target(name: str, params: dict[str, Any] | None = None) -> Target:
-    if name not in TARGETS:
-        raise TargetError(f"unknown target {name!r}; choose one of: {', '.join(sorted(TARGETS))}")
-    params = dict(params or {})
+def target_names() -> list[str]:
+    return registry.options("target")
+
+
+def build_target(
+    name: str, params: dict[str, Any] | None = None, factory: str | None = None
+) -> Target:
+    """The target `name` with `params`; `factory` is its `_target_` (default: its option's)."""
+    if factory is None:
+        try:
+            factory = registry.target_of("target", {"name": name})
+        except ConfigError as error:  # an unknown name: the message lists the known ones
+            raise TargetError(str(error)) from None
+    build = registry.resolve(factory, "target")
     try:
-        return TARGETS[name](**params)
+        target = build(**dict(params or {}))
     except TypeError as error:  # an unknown parameter name
         raise TargetError(f"target {name}: {error}") from None
+    if not isinstance(target, Target):
+        raise TargetError(f"target {name}: {factory} built {type(target).__name__}, not a Target")
+    return target
 
 
-__all__ = ["TARGETS", "Split", "Target", "TargetError", "build_target"]
+__all__ = ["Split", "Target", "TargetError", "build_target", "target_names"]

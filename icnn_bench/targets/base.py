@@ -24,10 +24,16 @@ class Split:
 
 
 class Target(ABC):
-    """A distribution to fit. Samples are rows of shape (n, dim)."""
+    """A distribution to fit. Samples are rows of shape (n, dim).
+
+    Optional capabilities, declared: `can_sample` (fresh draws: False for a fixed data set),
+    `can_decode` (latents that map back to data, `decode`), `use_cache_dir` (a folder shared
+    by a sweep's runs for what is costly to fit, such as an encoder)."""
 
     name: str
     dim: int
+    can_sample: bool = True
+    can_decode: bool = False
 
     @abstractmethod
     def sample(self, n: int, seed: int) -> Tensor:
@@ -39,6 +45,13 @@ class Target(ABC):
 
     def entropy(self) -> float | None:
         return None
+
+    def decode(self, x: Tensor):
+        """Latents -> data (e.g. 8x8 images) where `can_decode`."""
+        raise NotImplementedError(f"target {self.name} has nothing to decode to")
+
+    def use_cache_dir(self, folder) -> None:
+        """Where to keep what is costly to fit (default: nothing to keep)."""
 
     def box(self) -> list[tuple[float, float]] | None:
         """Per-axis interval holding all but a negligible share of the mass (for quadrature)."""

@@ -21,6 +21,8 @@ class DigitsLatents(Target):
     then standardised with training statistics. The truth is unknown: no log_prob."""
 
     name = "digits_latents"
+    can_sample = False  # a fixed data set
+    can_decode = True
 
     def __init__(self, latent_dim: int = 4, encoder: str = "pca", ae_steps: int = 3000) -> None:
         if encoder not in ENCODERS:

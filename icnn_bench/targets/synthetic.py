@@ -108,5 +108,3 @@ def rotated_product(
 ) -> RotatedProduct:
     return RotatedProduct(dim, tuple(factors or ("gumbel", "laplace", "gamma")), rotation_seed)
 
-
-SYNTHETIC = {"correlated_gaussian": correlated_gaussian, "rotated_product": rotated_product}

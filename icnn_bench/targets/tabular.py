@@ -253,6 +253,8 @@ class Hepmass(Target):
     name = "hepmass"
     dim = DIM
 
+    can_sample = False  # a fixed data set, read from files
+
     def __init__(self, data_dir: str | os.PathLike | None = None) -> None:
         if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
             raise TargetError(f"target hepmass: data_dir={data_dir!r} must be a folder path")
@@ -439,5 +441,3 @@ def _signal_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 def hepmass(data_dir: str | os.PathLike | None = None) -> Hepmass:
     return Hepmass(data_dir)
 
-
-TABULAR = {"tabular21": tabular21, "hepmass": hepmass}

@@ -112,10 +112,3 @@ class Checkerboard(_SklearnToy):
         log_density = torch.full_like(x[:, 0], -math.log(8.0))
         return torch.where(inside & dark, log_density, torch.full_like(log_density, -math.inf))
 
-
-TOYS_2D = {
-    "eight_gaussians": EightGaussians,
-    "moons": Moons,
-    "circles": Circles,
-    "checkerboard": Checkerboard,
-}

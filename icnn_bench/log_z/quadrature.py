@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from icnn_bench import checks
 from icnn_bench.errors import ConfigError
-from icnn_bench.objectives.base import LogZEstimate
+from icnn_bench.log_z.base import LogZEstimate, LogZEstimator
 
 RULES = ("gauss_legendre", "midpoint")  # the training rule; evaluation is always midpoint
 
@@ -60,10 +60,11 @@ def gauss_legendre_grid(
     return points.float(), log_w.float()
 
 
-class QuadratureLogZ(nn.Module):
+class QuadratureLogZ(LogZEstimator):
     """log Z = log sum_i exp(-E(x_i)) * cell, on a coarse grid in training, a fine one at eval."""
 
     estimate_kind = "quadrature"
+    deterministic = True
 
     def __init__(
         self,
@@ -76,8 +77,8 @@ class QuadratureLogZ(nn.Module):
         if len(box) > 2:
             raise ConfigError(f"quadrature log Z needs d <= 2, the target has d = {len(box)}")
         for key, n in (("train_nodes", train_nodes), ("eval_nodes", eval_nodes)):
-            checks.integer(f"model.log_z.{key}", n, minimum=2)
-        checks.choice("model.log_z.train_rule", train_rule, RULES)
+            checks.integer(f"log_z.{key}", n, minimum=2)
+        checks.choice("log_z.train_rule", train_rule, RULES)
         if train_rule == "gauss_legendre":
             train_grid, train_log_w = gauss_legendre_grid(box, train_nodes)
         else:
@@ -88,10 +89,8 @@ class QuadratureLogZ(nn.Module):
         self.register_buffer("train_log_weights", train_log_w, persistent=False)
         self.register_buffer("eval_grid", eval_grid, persistent=False)
 
-    def grid(self, training: bool) -> tuple[Tensor, float]:
+    def evaluation_grid(self) -> tuple[Tensor, float]:
         """The evaluation grid (midpoint: equal cells) and the log of a cell's volume."""
-        if training:
-            raise ValueError("the training rule has per-node weights: use train_grid")
         return self.eval_grid, self.eval_log_cell
 
     def forward(self, energy_fn: Callable[[Tensor], Tensor], training: bool) -> Tensor:

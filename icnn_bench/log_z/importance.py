@@ -6,20 +6,19 @@ evaluation reports its Monte Carlo standard error next to the value.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from icnn_bench import checks
 from icnn_bench.errors import ConfigError
-from icnn_bench.objectives.base import LogZEstimate
-
-
-class NonFiniteWeights(ArithmeticError):
-    """The proposal produced importance weights that are not finite."""
+from icnn_bench.log_z.base import LogZEstimate, LogZEstimator, NonFiniteWeights
+from icnn_bench.side_state import SideState
 
 
 class GaussianProposal(nn.Module):
@@ -33,7 +32,7 @@ class GaussianProposal(nn.Module):
     @classmethod
     def from_data(cls, data: Tensor, widen: float = 1.5) -> GaussianProposal:
         if not (isinstance(widen, int | float) and math.isfinite(widen) and widen > 0):
-            raise ConfigError(f"model.log_z.widen={widen!r} must be a positive number")
+            raise ConfigError(f"log_z.widen={widen!r} must be a positive number")
         data = data.double()
         cov = torch.atleast_2d(torch.cov(data.T))
         cov = cov + 1e-6 * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype)
@@ -49,7 +48,7 @@ class GaussianProposal(nn.Module):
         return y, log_q
 
 
-class FlowProposal(nn.Module):
+class FlowProposal(nn.Module, SideState):
     """A learned proposal: an inverse-autoregressive flow from zuko, trained by reverse KL
     toward exp(-E) with one step per EBM step (as the paper does)."""
 
@@ -65,7 +64,7 @@ class FlowProposal(nn.Module):
             import zuko
         except ImportError:
             raise ConfigError(
-                "model.log_z.proposal=flow needs the zuko package: "
+                "log_z.proposal=flow needs the zuko package: "
                 "pip install zuko (a dependency of icnn-bench; or use proposal=gaussian)"
             ) from None
         autoregressive = zuko.flows.MAF(
@@ -75,6 +74,17 @@ class FlowProposal(nn.Module):
         self.flow = zuko.flows.Flow(autoregressive.transform.inv, autoregressive.base)
         self.lr = lr
         self._optimizer: torch.optim.Optimizer | None = None
+
+    def side_state(self) -> dict[str, Any] | None:
+        """Its optimizer's state: a resumed run continues the proposal's training exactly."""
+        return None if self._optimizer is None else self._optimizer.state_dict()
+
+    def load_side_state(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            self._optimizer = None
+            return
+        self._optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.lr)
+        self._optimizer.load_state_dict(state)
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
@@ -99,7 +109,7 @@ class FlowProposal(nn.Module):
         return float(loss.detach())
 
 
-class ImportanceLogZ(nn.Module):
+class ImportanceLogZ(LogZEstimator):
     """Fresh proposal draws every training step; a fixed set of draws at evaluation."""
 
     estimate_kind = "importance"
@@ -113,12 +123,29 @@ class ImportanceLogZ(nn.Module):
     ) -> None:
         super().__init__()
         for key, n in (("train_samples", train_samples), ("eval_samples", eval_samples)):
-            checks.integer(f"model.log_z.{key}", n, minimum=2)
+            checks.integer(f"log_z.{key}", n, minimum=2)
         self.proposal = proposal
         self.train_samples, self.eval_samples = train_samples, eval_samples
         self._seed = seed
         self._train_stream: torch.Generator | None = None
         self.update_proposal = True  # off while a diagnostic probe evaluates the loss
+
+    def side_state(self) -> dict[str, Any]:
+        # the training stream is created on first use (on the data's device): whether it
+        # exists is state too (its draws are in the model's random-stream states)
+        return {"stream_started": self._train_stream is not None}
+
+    def load_side_state(self, state: dict[str, Any]) -> None:
+        if not state["stream_started"]:
+            self._train_stream = None
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        self.update_proposal = False
+        try:
+            yield
+        finally:
+            self.update_proposal = True
 
     def forward(self, energy_fn: Callable[[Tensor], Tensor], training: bool) -> Tensor:
         log_w = self._log_weights(energy_fn, training)
@@ -142,7 +169,7 @@ class ImportanceLogZ(nn.Module):
         if not bool(torch.isfinite(log_w).all()):
             raise NonFiniteWeights(
                 "importance weights are not finite (the energy or the proposal density "
-                "overflowed); try a wider proposal (model.log_z.widen) or a smaller lr"
+                "overflowed); try a wider proposal (log_z.widen) or a smaller lr"
             )
         return log_w
 

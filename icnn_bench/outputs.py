@@ -1,0 +1,88 @@
+"""The run folder's files besides the metric streams (sinks): the config, the final weights,
+densities on a grid, samples, decoded samples. Every file is written atomically."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch import Tensor
+
+from icnn_bench import io
+from icnn_bench.log_z.quadrature import midpoint_grid
+from icnn_bench.models.base import DensityModel
+from icnn_bench.targets import Split, Target
+
+CONFIG = "config.yaml"
+WEIGHTS = "weights.pt"
+DWELL = "dwell.csv"  # softplus-type methods: survival of shoulder spells
+DENSITY = "density.csv"  # 1-D: x, model[, target]; 2-D: x, y, model[, target, data] on a grid
+SAMPLES = "samples.png"  # decoded samples next to real data (targets that can decode)
+SAMPLES_CSV = "samples.csv"  # flows in 1-D/2-D: draws by inverting the flow
+ERROR_LOG = "error.txt"
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    io.write_text(Path(run_dir) / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+
+def write_dwell(run_dir: Path, rows: list[dict[str, float]]) -> None:
+    if rows:
+        io.write_csv(Path(run_dir) / DWELL, pd.DataFrame(rows))
+
+
+def save_model(model: DensityModel, run_dir: Path, target: Target, split: Split) -> None:
+    """weights.pt, and the pictures' data: the density on a grid (d <= 2), decoded samples."""
+    io.save_torch(
+        run_dir / WEIGHTS,
+        {
+            "model": model.state_dict(),  # every parameter and buffer (e.g. a fitted proposal)
+            "pinned": model.pinned_state(),  # the evaluation emission of each method
+        },
+    )
+    if target.dim <= 2 and target.box() is not None:
+        io.write_csv(run_dir / DENSITY, density_table(model, target, split.train.cpu()))
+    if target.can_decode and model.can_sample:
+        write_decoded_samples(model, target, split, run_dir)
+
+
+def write_flow_samples(model: DensityModel, run_dir: Path, seed: int) -> None:
+    """2000 draws for the pictures of a low-dimensional model that samples exactly."""
+    samples = model.sample(2000, torch.Generator().manual_seed(seed))
+    io.write_csv(run_dir / SAMPLES_CSV, pd.DataFrame(samples.cpu().numpy()))
+
+
+def write_decoded_samples(model: DensityModel, target: Target, split: Split, run_dir: Path) -> None:
+    """Latent targets: samples of the fitted model started at training rows, decoded next to
+    real test images."""
+    from icnn_bench.report.figures import digits_figure
+
+    generator = torch.Generator(device=split.train.device).manual_seed(0)
+    samples = model.sample(16, generator, start=split.train[:16])
+    title = f"{target.name} d={target.dim}, {model.method_name}: samples from train rows"
+    digits_figure(target.decode(split.test[:16]), target.decode(samples), run_dir / SAMPLES, title)
+
+
+@torch.no_grad()
+def density_table(model: DensityModel, target: Target, train: Tensor | None = None) -> pd.DataFrame:
+    """The fitted (and true, where known) density on a grid over the box: 600 points in 1-D,
+    120 x 120 in 2-D, where a `data` column also holds the training split's histogram."""
+    box = target.box()
+    per_axis = 600 if target.dim == 1 else 120
+    nodes, log_cell = midpoint_grid(box, per_axis**target.dim)
+    fitted = model.log_prob(nodes.to(model.device)).cpu().exp()
+    truth = target.log_prob(nodes)
+    table = {axis: nodes[:, i].numpy() for i, axis in zip(range(target.dim), "xy", strict=False)}
+    table["model"] = fitted.numpy()
+    if truth is not None:
+        table["target"] = truth.exp().numpy()
+    if target.dim == 2 and train is not None:
+        edges = [np.linspace(lo, hi, per_axis + 1) for lo, hi in box]
+        counts, _, _ = np.histogram2d(train[:, 0].numpy(), train[:, 1].numpy(), bins=edges)
+        table["data"] = (counts / (len(train) * math.exp(log_cell))).reshape(-1)  # ij order
+    return pd.DataFrame(table)

@@ -1,0 +1,106 @@
+"""What can be named in a config: the options of each config group and the classes they build.
+
+Every option is a YAML file in a config folder: the package's own `conf/`, and any folder a
+user adds (the CLI adds the folders of `--config-dir` and `hydra.searchpath`). A method's or
+target's YAML names what it builds with `_target_` (a dotted path, `package.module.Name`); an
+added folder is also put on `sys.path`, so a YAML there can name a class in a Python file next
+to it. Nothing here imports Hydra: it reads the YAML files themselves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from icnn_bench.errors import ConfigError
+
+PACKAGE_CONF = Path(__file__).parent / "conf"
+_added: list[Path] = []
+
+
+def add_search_dir(folder: str | Path) -> None:
+    """Search `folder` for config options (before the package's) and import from it."""
+    folder = Path(folder).expanduser().resolve()
+    if folder in _added or folder == PACKAGE_CONF.resolve():
+        return
+    _added.insert(0, folder)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    _read.cache_clear()
+
+
+def search_dirs() -> list[Path]:
+    return [*_added, PACKAGE_CONF]
+
+
+def options(group: str) -> list[str]:
+    """Option names of a config group (e.g. "method"), over every config folder, sorted."""
+    names = set()
+    for folder in search_dirs():
+        names |= {p.stem for p in (folder / group).glob("*.yaml") if not p.stem.startswith("_")}
+    return sorted(names)
+
+
+def packaged(group: str, name: str) -> bool:
+    """Whether the option comes with icnn-bench (else a user's folder added it)."""
+    return (PACKAGE_CONF / group / f"{name}.yaml").exists()
+
+
+def option(group: str, name: str) -> dict[str, Any]:
+    """An option's settings, as its YAML gives them, inheriting what its own defaults list
+    names from the same group (`defaults: [lift, _self_]`). Raises ConfigError for no such
+    option, listing the ones there are."""
+    for folder in search_dirs():
+        path = folder / group / f"{name}.yaml"
+        if path.exists():
+            return _settings(group, path)
+    raise ConfigError(f"unknown {group} {name!r}; choose one of: {', '.join(options(group))}")
+
+
+def _settings(group: str, path: Path) -> dict[str, Any]:
+    raw = dict(_read(path))
+    merged: dict[str, Any] = {}
+    for entry in raw.pop("defaults", None) or []:
+        if isinstance(entry, str) and entry != "_self_":
+            merged.update(option(group, entry))
+    if raw.get(group) is not None and isinstance(raw[group], dict):  # `# @package _global_`
+        raw = raw[group]
+    merged.update(raw)
+    return merged
+
+
+@cache
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: unreadable config ({type(error).__name__})") from None
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def resolve(dotted: str, what: str) -> Any:
+    """The object a `_target_` names, e.g. `icnn_bench.methods.pgd.ProjectedWeights`."""
+    module_name, _, attr = str(dotted).rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(
+            f"{what}._target_={dotted!r} cannot be imported ({type(error).__name__}: {error}); "
+            "is its folder on the config search path (--config-dir) or on PYTHONPATH?"
+        ) from None
+
+
+def target_of(group: str, config: dict[str, Any]) -> str:
+    """The `_target_` of a group's config: its own, else its option's (by `name`)."""
+    dotted = config.get("_target_")
+    if dotted is None:
+        dotted = option(group, str(config.get("name"))).get("_target_")
+    if dotted is None:
+        raise ConfigError(f"{group} {config.get('name')!r} names nothing to build (no _target_)")
+    return str(dotted)

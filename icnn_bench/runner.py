@@ -1,0 +1,356 @@
+"""Runs and cells: build -> train -> evaluate -> write the run folders. Plain dicts, no Hydra.
+
+A cell is the seeds of one (target, model, method) trained by one stepper: one seed
+(`run`), or a job's `seeds` stacked into one vmapped model (`run_seeds` with
+trainer.vectorize). Resume, interruption, failures and the run-folder files are handled
+here once for both: every seed's folder always ends with a result.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from icnn_bench import checks, io, outputs, registry
+from icnn_bench.build import (
+    RESUME,
+    TrainerSettings,
+    method_label,
+    model_from_config,
+    resolve_device,
+    target_from_config,
+)
+from icnn_bench.checkpoint import CHECKPOINT, Checkpoints, first_difference, open_checkpoints
+from icnn_bench.errors import ConfigError, DataError
+from icnn_bench.evaluation import evaluate
+from icnn_bench.loop import LoopOutcome, OneSeed, SeedRun, StackedSeeds, train_loop
+from icnn_bench.models.base import DensityModel
+from icnn_bench.models.potential import InversionError
+from icnn_bench.sinks.base import Sink
+from icnn_bench.sinks.files import RESULT, FileSink
+from icnn_bench.targets import Split, Target
+
+SinkFactory = Callable[[dict[str, Any], Path], list[Sink]]
+
+
+@dataclass
+class Prepared:
+    """One seed built and ready to train."""
+
+    seed: int
+    device: torch.device
+    settings: TrainerSettings
+    target: Target
+    split: Split
+    model: DensityModel
+
+
+@dataclass
+class SeedJob:
+    """One seed's run folder within a cell, and what has become of it."""
+
+    config: dict[str, Any]
+    run_dir: Path
+    sinks: list[Sink]
+    result: dict[str, Any] = field(default_factory=dict)
+    prepared: Prepared | None = None
+    started: float = field(default_factory=time.perf_counter)
+    done: bool = False
+
+
+def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) -> dict[str, Any]:
+    """Train and evaluate one (target, model, method, seed); always leaves a result.json.
+
+    With trainer.resume=auto (the default) a run folder that already holds this config's
+    finished result is kept as it is, and one holding its checkpoint continues from there.
+    A folder holding another config's work raises ConfigError and is left untouched."""
+    job = SeedJob(config, Path(run_dir), [FileSink(run_dir), *(sinks or [])])
+    return run_cell([job], stacked=False)[0]
+
+
+def seed_config(config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The config of one seed of a cell; the data follow the seed unless pinned apart."""
+    one = copy.deepcopy(config)
+    one.pop("seeds", None)
+    if one.get("data", {}).get("seed", one.get("seed")) == one.get("seed"):
+        one.setdefault("data", {})["seed"] = seed
+    one["seed"] = seed
+    return one
+
+
+def run_seeds(
+    config: dict[str, Any], job_dir: Path, make_sinks: SinkFactory | None = None
+) -> list[dict[str, Any]]:
+    """Every seed of `config["seeds"]` into `job_dir/seed<k>`, one after another or (with
+    trainer.vectorize) as one stacked cell; returns their results."""
+    seeds = config.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(checks.is_int(s) for s in seeds):
+        raise ConfigError(f"seeds={seeds!r} must be a non-empty list of integers")
+    make_sinks = make_sinks or (lambda cfg, run_dir: [])
+    jobs = []
+    for seed in seeds:
+        one, run_dir = seed_config(config, seed), Path(job_dir) / f"seed{seed}"
+        jobs.append(SeedJob(one, run_dir, [FileSink(run_dir), *make_sinks(one, run_dir)]))
+    choice = (config.get("trainer") or {}).get("vectorize", "auto")
+    return run_cell(jobs, stacked=use_vectorized(config), explicit=choice is True, job_dir=job_dir)
+
+
+def use_vectorized(config: dict[str, Any]) -> bool:
+    """trainer.vectorize: true, false, or auto: stacked on a GPU, and on a CPU where the
+    method batches well there (results/bench.md: not the lift). Whether the model can be
+    stacked at all is its own to say, once built."""
+    choice = (config.get("trainer") or {}).get("vectorize", "auto")
+    if choice not in (True, False, "auto"):
+        raise ConfigError(f"trainer.vectorize={choice!r}; choose one of: true, false, auto")
+    if choice != "auto":
+        return choice
+    device = config.get("device", "auto")
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return True
+    try:
+        cls = registry.resolve(registry.target_of("method", config.get("method") or {}), "method")
+    except ConfigError:
+        return False  # the run fails with that message
+    return bool(getattr(cls, "batches_well_on_cpu", True))
+
+
+# ---------------------------------------------------------------- one cell
+
+
+def run_cell(
+    jobs: list[SeedJob], stacked: bool, explicit: bool = False, job_dir: Path | None = None
+) -> list[dict[str, Any]]:
+    """Train the pending seeds of `jobs` (stacked into one model when `stacked`), keeping
+    the finished ones; returns every job's result in order."""
+    resume = (jobs[0].config.get("trainer") or {}).get("resume", "auto")
+    checks.choice("trainer.resume", resume, RESUME)
+    pending = [job for job in jobs if not _kept(job, resume)]
+    for job in pending:
+        _prepare(job)
+    ready = [job for job in pending if not job.done]
+    if stacked and ready:
+        problem = _stacking_problem(ready)
+        if problem is not None and explicit:
+            for job in ready:
+                _fail(job, problem)
+            ready = []
+        elif problem is not None:  # vectorize=auto on a cell it does not apply to
+            stacked = False
+    if stacked and ready:
+        _train(ready, Path(job_dir) / CHECKPOINT, stacked=True)
+    else:
+        for job in ready:
+            _train([job], job.run_dir / CHECKPOINT, stacked=False)
+    return [job.result for job in jobs]
+
+
+def _kept(job: SeedJob, resume: str) -> bool:
+    """A finished run of this config (resume=auto) is kept: its sinks are told, nothing runs."""
+    if resume != "auto":
+        return False
+    finished = finished_result(job.run_dir, job.config)
+    if finished is None:
+        return False
+    for sink in job.sinks:
+        sink.already_finished(finished)
+    job.result, job.done = finished, True
+    return True
+
+
+def _prepare(job: SeedJob) -> None:
+    job.started = time.perf_counter()
+    job.result = result_header(job.config)
+    try:
+        job.prepared = prepare(job.config, job.run_dir)
+    except (ConfigError, DataError) as error:
+        _fail(job, str(error))
+    except Exception as error:  # recorded, so that a sweep goes on and nothing is lost
+        _crash(job, error)
+
+
+def _stacking_problem(jobs: list[SeedJob]) -> str | None:
+    first = jobs[0].prepared
+    settings = first.settings
+    if settings.nan_policy != "stop" and len(jobs) > 1:
+        return "trainer.vectorize=true needs trainer.nan_policy=stop"
+    return first.model.vectorization_problem()
+
+
+def _train(jobs: list[SeedJob], checkpoint_path: Path, stacked: bool) -> None:
+    """Checkpoints, training, evaluation and the files of one cell of prepared jobs."""
+    settings = jobs[0].prepared.settings
+    identity = jobs[0].config if not stacked else {"seeds": [j.config for j in jobs]}
+    try:
+        checkpoints = open_checkpoints(
+            checkpoint_path, identity, settings.checkpoint_every, settings.resume
+        )
+    except ConfigError:
+        raise  # the folder holds another config's checkpoint: refused, left untouched
+    if checkpoints.note:
+        print(f"icnn-bench: {checkpoints.note}", flush=True)
+    resumed = checkpoints.resume_from["step"] if checkpoints.resume_from else None
+    runs = []
+    for job in jobs:
+        outputs.write_config(job.run_dir, job.config)
+        if stacked:
+            job.result["vectorized_seeds"] = len(jobs)
+        for sink in job.sinks:
+            sink.start({**job.result, "resumed_from_step": resumed}, settings.steps)
+        p = job.prepared
+        runs.append(SeedRun(p.model, p.split, settings, p.seed, job.sinks))
+    started = time.perf_counter()
+    try:
+        models = [job.prepared.model for job in jobs]
+        stepper = StackedSeeds(models, settings) if stacked else OneSeed(models[0], settings)
+        outcomes = train_loop(runs, stepper, settings, checkpoints)
+    except KeyboardInterrupt:  # e.g. Ctrl-C: say how to continue, keep the checkpoint
+        where = checkpoints.saved_step
+        for job in jobs:
+            job.result.update(
+                status="interrupted",
+                error="interrupted; the same command resumes it "
+                + (f"from step {where}" if where is not None else "from the start"),
+            )
+            finish(job.result, job.sinks, job.started)
+        raise
+    except Exception as error:  # one computation: every seed of it failed
+        for job in jobs:
+            _crash(job, error)
+        checkpoints.discard()
+        return
+    train_s = time.perf_counter() - started
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        try:
+            job.result.update(conclude(job.prepared, outcome, train_s, job.run_dir, resumed))
+        except Exception as error:
+            io.write_text(job.run_dir / outputs.ERROR_LOG, traceback.format_exc())
+            job.result.update(
+                status="failed",
+                error=f"{type(error).__name__}: {error} (traceback in {outputs.ERROR_LOG})",
+            )
+        finish(job.result, job.sinks, job.started)
+        job.done = True
+    checkpoints.discard()  # finished one way or another: nothing left to resume
+
+
+def _fail(job: SeedJob, message: str) -> None:
+    outputs.write_config(job.run_dir, job.config)
+    job.result = {**result_header(job.config), **job.result, "status": "failed", "error": message}
+    finish(job.result, job.sinks, job.started)
+    job.done = True
+
+
+def _crash(job: SeedJob, error: Exception) -> None:
+    io.write_text(job.run_dir / outputs.ERROR_LOG, traceback.format_exc())
+    _fail(job, f"{type(error).__name__}: {error} (traceback in {outputs.ERROR_LOG})")
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def result_header(config: dict[str, Any]) -> dict[str, Any]:
+    """What names a run in result.json; status stays `failed` until the run says otherwise."""
+    return {
+        "target": (config.get("target") or {}).get("name"),
+        "model": (config.get("model") or {}).get("name"),
+        "method": method_label(config),
+        "seed": config.get("seed"),
+        "status": "failed",
+    }
+
+
+def finish(result: dict[str, Any], sinks: list[Sink], started: float) -> None:
+    """Complete the result's contract keys and hand it to every sink (result.json, console)."""
+    result["wall_s"] = time.perf_counter() - started  # build + train + evaluate + write
+    for key in ("test_nll", "kl", "steps", "steps_per_s", "error"):
+        result.setdefault(key, None)  # the contract's keys are always present
+    for sink in sinks:
+        sink.finish(result)
+
+
+def finished_result(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The folder's result when it is this config's finished (ok) run, else None; another
+    config's finished run is refused rather than overwritten."""
+    try:
+        result = json.loads((run_dir / RESULT).read_text())
+        saved = yaml.safe_load((run_dir / outputs.CONFIG).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not isinstance(result, dict) or result.get("status") != "ok":
+        return None
+    difference = first_difference(saved if isinstance(saved, dict) else {}, config)
+    if difference is not None:
+        raise ConfigError(
+            f"{run_dir} holds a finished run of another config ({difference}); use a new run "
+            "folder, or trainer.resume=never to overwrite it"
+        )
+    return result
+
+
+def prepare(config: dict[str, Any], run_dir: Path) -> Prepared:
+    """Check the config and build data and model; fails (ConfigError, DataError) before
+    any training."""
+    seed = config.get("seed")
+    checks.integer("seed", seed, minimum=0)
+    device = resolve_device(config.get("device", "auto"))
+    settings = TrainerSettings.from_dict(config["trainer"])
+    data_cfg = config["data"]
+    target = target_from_config(config["target"])
+    target.use_cache_dir(Path(run_dir).parent / ".cache")  # e.g. an encoder a sweep shares
+    split = target.split(
+        seed=data_cfg.get("seed", seed),
+        n_train=data_cfg["n_train"],
+        n_val=data_cfg["n_val"],
+        n_test=data_cfg["n_test"],
+    )
+    if settings.batch_size > split.train.shape[0]:
+        raise ConfigError(
+            f"trainer.batch_size={settings.batch_size} is larger than the training split "
+            f"(data.n_train={split.train.shape[0]})"
+        )
+    model = model_from_config(config, target, seed, train=split.train).to(device)
+    split = Split(*(part.to(device) for part in (split.train, split.val, split.test)))
+    model.use_training_split(split.train)
+    return Prepared(seed, device, settings, target, split, model)
+
+
+def conclude(
+    job: Prepared, outcome: LoopOutcome, train_s: float, run_dir: Path, resumed: int | None = None
+) -> dict[str, Any]:
+    """After training: evaluate under the pinned emission and write the run folder's files."""
+    model, split, target = job.model, job.split, job.target
+    out: dict[str, Any] = {
+        "status": outcome.status,
+        "steps": outcome.steps,
+        "train_s": train_s,
+        "steps_per_s": (outcome.steps - (resumed or 0)) / train_s if train_s > 0 else math.nan,
+        "device": str(job.device),
+        "dim": target.dim,
+        "n_params": sum(p.numel() for p in model.trainable_parameters()),
+        "skipped_steps": outcome.skipped_steps,
+    }
+    if resumed is not None:
+        out["resumed_from_step"] = resumed
+    outputs.write_dwell(run_dir, outcome.dwell or [])
+    if outcome.status != "ok":
+        out.update(diverged_step=outcome.diverged_step, error=outcome.error)
+        return out
+    model.pin(job.settings.evaluation_pool(split.train))
+    out.update(evaluate(model, split, target))
+    outputs.save_model(model, run_dir, target, split)
+    if model.exact_sampler and target.dim <= 2:
+        try:
+            outputs.write_flow_samples(model, run_dir, job.seed)
+        except InversionError as error:  # the model is fine; only its pictures are missing
+            out["sampling_error"] = str(error)
+    return out
