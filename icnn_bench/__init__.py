@@ -15,14 +15,18 @@ from icnn_bench.models.ebm import EnergyModel
 __version__ = "0.1.0"
 
 
-def load_run(run_dir: str | Path) -> DensityModel:
+def load_run(run_dir: str | Path, config_dir: str | Path | None = None) -> DensityModel:
     """The trained model of a finished run, with `log_prob(x)` (and `energy(x)` for EBMs).
 
     Evaluation uses the run's pinned emission (for the lift: the summary pooled over the
-    training split), so the model is one fixed, normalised convex energy.
+    training split), so the model is one fixed, normalised convex energy. `config_dir`: the
+    folder of a method or target of your own (as given to --config-dir), to import it from.
     """
+    from icnn_bench import registry
     from icnn_bench.build import model_from_config, target_from_config
 
+    if config_dir is not None:
+        registry.add_search_dir(config_dir)
     run_dir = Path(run_dir)
     result_path, weights_path = run_dir / "result.json", run_dir / "weights.pt"
     for path in (run_dir / "config.yaml", result_path):

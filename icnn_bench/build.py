@@ -142,9 +142,7 @@ def log_z_from_config(
         raise ConfigError(f"log_z (quadrature): {error}") from None
 
 
-def _importance_from_config(
-    cfg: dict[str, Any], target: Target, train: Tensor | None, seed: int
-):
+def _importance_from_config(cfg: dict[str, Any], target: Target, train: Tensor | None, seed: int):
     from icnn_bench.log_z.importance import FlowProposal, GaussianProposal, ImportanceLogZ
 
     proposal = cfg.pop("proposal", "gaussian")

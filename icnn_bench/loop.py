@@ -179,10 +179,10 @@ class Stepper(ABC):
         """The optimizer step for the seeds in `keep`, then their projection; the others'
         parameters and optimizer state stay as they were (nan_policy=skip_step)."""
 
-    def expose_gradients(self) -> None:
+    def expose_gradients(self) -> None:  # noqa: B027 (optional hook)
         """Give every model its own gradients (to name what went non-finite)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook)
         """Training is over."""
 
     def schedule_step(self) -> None:
@@ -249,7 +249,11 @@ class StackedSeeds(Stepper):
 
     def backward(self, batches: list[Tensor], record: bool) -> tuple[Tensor, Tensor, list[float]]:
         self.optimizer.zero_grad(set_to_none=True)
+        # the vmapped call runs the first model's modules: what they record of the call
+        # (side state) would hold batched tensors; each model keeps its own instead
+        side = self.models[0].side_states()
         losses = self.batched_loss(self.prefixed, self.buffers, torch.stack(batches))
+        self.models[0].load_side_states(side)
         losses.sum().backward()
         constrained: list[float] = []
         if record:
@@ -289,7 +293,7 @@ class StackedSeeds(Stepper):
             for tensor, values in saved:
                 tensor[torch.tensor(seeds, device=tensor.device)] = values
 
-    def expose_gradients(self) -> None:
+    def expose_gradients(self) -> None:  # noqa: B027 (optional hook)
         for name, tensor in self.trainable.items():
             if tensor.grad is None:
                 continue

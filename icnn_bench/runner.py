@@ -30,7 +30,7 @@ from icnn_bench.build import (
     resolve_device,
     target_from_config,
 )
-from icnn_bench.checkpoint import CHECKPOINT, Checkpoints, first_difference, open_checkpoints
+from icnn_bench.checkpoint import CHECKPOINT, first_difference, open_checkpoints
 from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.evaluation import evaluate
 from icnn_bench.loop import LoopOutcome, OneSeed, SeedRun, StackedSeeds, train_loop
@@ -179,11 +179,7 @@ def _prepare(job: SeedJob) -> None:
 
 
 def _stacking_problem(jobs: list[SeedJob]) -> str | None:
-    first = jobs[0].prepared
-    settings = first.settings
-    if settings.nan_policy != "stop" and len(jobs) > 1:
-        return "trainer.vectorize=true needs trainer.nan_policy=stop"
-    return first.model.vectorization_problem()
+    return jobs[0].prepared.model.vectorization_problem()
 
 
 def _train(jobs: list[SeedJob], checkpoint_path: Path, stacked: bool) -> None:

@@ -31,9 +31,6 @@ from typing import Any
 import pandas as pd
 import torch
 from bench_cpflow import load_average, machine_description, quartiles  # scripts/ is on sys.path
-
-from icnn_bench import io
-from icnn_bench.models import icnn
 from icnn_bench.train import (
     Prepared,
     SeedRun,
@@ -43,6 +40,9 @@ from icnn_bench.train import (
     train_loop,
 )
 from icnn_bench.vectorized import seed_config, train_vectorized
+
+from icnn_bench import io
+from icnn_bench.models import icnn
 
 METHODS = ("pgd", "softplus", "lift")
 RECIPES: dict[str, list[str]] = {

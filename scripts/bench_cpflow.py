@@ -38,8 +38,8 @@ from torch.func import grad, hessian, vmap
 from icnn_bench import io
 from icnn_bench.build import model_from_config
 from icnn_bench.models import cpflow as flow_module
-from icnn_bench.models.potential import gradient_and_hessian, potential, standard_normal_log_prob
 from icnn_bench.models.cpflow import ConvexPotentialFlow, PotentialBlock
+from icnn_bench.models.potential import gradient_and_hessian, potential, standard_normal_log_prob
 from icnn_bench.targets import Target, build_target
 
 TARGET_RATIO = 2.0  # the target: exact step within 2x of the CG estimator's step

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from icnn_bench.sinks.console import ConsoleSink
 from icnn_bench.runner import run
+from icnn_bench.sinks.console import ConsoleSink
 
 
 def test_progress_bar_shows_the_current_losses_and_a_line_per_run(tiny_config, tmp_path, capsys):

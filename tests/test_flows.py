@@ -16,13 +16,13 @@ from torch.func import grad, hessian, vmap
 from icnn_bench import load_run
 from icnn_bench.build import model_from_config
 from icnn_bench.errors import ConfigError
+from icnn_bench.log_z.quadrature import midpoint_grid
 from icnn_bench.models import potential
-from icnn_bench.models.potential import InversionError
 from icnn_bench.models.icnn import ICNNSpec, init_params
 from icnn_bench.models.logdet import draw_probe, stochastic_log_det
-from icnn_bench.log_z.quadrature import midpoint_grid
-from icnn_bench.targets import build_target
+from icnn_bench.models.potential import InversionError
 from icnn_bench.runner import run
+from icnn_bench.targets import build_target
 
 METHODS = ["pgd", "softplus", "lift"]
 LIFT_OPTIONS = {"body": [16, 16, 24], "pool_norm": True, "slack_init": -2.0, "emit": "all"}

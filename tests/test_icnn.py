@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from icnn_bench.errors import ConfigError
 from icnn_bench import registry
+from icnn_bench.errors import ConfigError
 from icnn_bench.methods import build_method, method_names
 from icnn_bench.models.icnn import INITS, ICNNSpec, energy, init_params
 

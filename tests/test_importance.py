@@ -10,8 +10,8 @@ import torch
 from icnn_bench import load_run
 from icnn_bench.log_z.importance import GaussianProposal, ImportanceLogZ, NonFiniteWeights
 from icnn_bench.log_z.quadrature import QuadratureLogZ
-from icnn_bench.targets import build_target
 from icnn_bench.runner import run
+from icnn_bench.targets import build_target
 
 
 def test_estimate_converges_to_the_exact_log_z_as_samples_grow():

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from icnn_bench.report import make_report
-from icnn_bench.targets import TargetError, build_target
 from icnn_bench.runner import run
+from icnn_bench.targets import TargetError, build_target
 
 
 def test_digits_latents_split_is_seeded_standardised_and_decodable():

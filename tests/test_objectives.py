@@ -9,8 +9,8 @@ import torch
 
 from icnn_bench import load_run
 from icnn_bench.build import target_from_config
-from icnn_bench.metrics import grid_divergences
 from icnn_bench.log_z.quadrature import QuadratureLogZ, gauss_legendre_grid, midpoint_grid
+from icnn_bench.metrics import grid_divergences
 from icnn_bench.runner import run
 
 
@@ -94,7 +94,8 @@ def test_training_rule_stays_within_1e4_of_the_8000_point_log_z_of_a_trained_mod
     config = tiny_config(
         "lift",
         target={"name": "gamma", "params": {}},
-        model={"width": 128}, log_z={"estimator": "quadrature", "eval_nodes": 8000},
+        model={"width": 128},
+        log_z={"estimator": "quadrature", "eval_nodes": 8000},
         trainer={"steps": 400, "batch_size": 256, "lr": 1e-3, "eval_every": 400},
         data={"n_train": 2000},
     )

@@ -16,8 +16,8 @@ import pytest
 
 from icnn_bench.checkpoint import CHECKPOINT
 from icnn_bench.errors import ConfigError
-from icnn_bench.sinks.base import Sink
 from icnn_bench.runner import run
+from icnn_bench.sinks.base import Sink
 
 # keys that legitimately differ between two runs of one config
 TIMING = {"wall_s", "train_s", "steps_per_s", "resumed_from_step"}

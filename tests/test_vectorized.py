@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from icnn_bench.runner import prepare, run
 from icnn_bench.loop import SeedRun, StackedSeeds, train_loop
-from icnn_bench.runner import run_seeds, seed_config, use_vectorized
+from icnn_bench.runner import prepare, run, run_seeds, seed_config, use_vectorized
+from icnn_bench.sinks.base import Sink
 
 SEEDS = [0, 1, 2]
 
 
 def cell(tiny_config, method: str, **sections) -> dict:
+    trainer = sections.pop("trainer", {})
     config = tiny_config(method, **sections)
-    config["trainer"].update(steps=40, eval_every=10, lr=1e-3)
+    config["trainer"].update(steps=40, eval_every=10, lr=1e-3, **trainer)
     config["seeds"] = list(SEEDS)
     config["trainer"]["vectorize"] = True
     return config
@@ -96,3 +103,120 @@ def test_a_seeds_cell_keeps_finished_seeds(tiny_config, tmp_path):
     again = run_seeds(config, tmp_path)
     assert [r["test_nll"] for r in again] == [r["test_nll"] for r in first]
     assert (tmp_path / "seed1" / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_resume_never_redoes_the_finished_seeds_of_a_cell(tiny_config, tmp_path):
+    config = cell(tiny_config, "pgd")
+    run_seeds(config, tmp_path)
+    stamp = (tmp_path / "seed1" / "result.json").stat().st_mtime_ns
+    config["trainer"]["resume"] = "never"
+    again = run_seeds(config, tmp_path)
+    assert [r["status"] for r in again] == ["ok"] * len(SEEDS)
+    assert (tmp_path / "seed1" / "result.json").stat().st_mtime_ns != stamp  # redone
+    assert all("resumed_from_step" not in r for r in again)
+
+
+class _InterruptAt(Sink):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def log_eval(self, row: dict) -> None:
+        if row["step"] == self.step:
+            raise KeyboardInterrupt
+
+
+def _comparable(result: dict) -> dict:
+    timing = {"wall_s", "train_s", "steps_per_s", "resumed_from_step"}
+    return {k: v for k, v in result.items() if k not in timing}
+
+
+@pytest.mark.parametrize("method", ["softplus", "lift"])
+def test_an_interrupted_stacked_cell_resumes_to_the_uninterrupted_result(
+    tiny_config, tmp_path, method
+):
+    config = cell(tiny_config, method, trainer={"checkpoint_every": 15, "probe_every": 20})
+    whole = run_seeds(config, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run_seeds(config, tmp_path / "cut", lambda cfg, d: [_InterruptAt(30)])
+    assert (tmp_path / "cut" / "checkpoint.pt").exists()  # the cell's, in the job folder
+    for seed in SEEDS:
+        stopped = json.loads((tmp_path / "cut" / f"seed{seed}" / "result.json").read_text())
+        assert stopped["status"] == "interrupted" and "from step 15" in stopped["error"]
+    resumed = run_seeds(config, tmp_path / "cut")
+    for a, b, seed in zip(whole, resumed, SEEDS, strict=True):
+        assert b["resumed_from_step"] == 15
+        assert _comparable(a) == _comparable(b)
+        for name in ("metrics.csv", "train_loss.csv"):
+            pd.testing.assert_frame_equal(
+                pd.read_csv(tmp_path / "whole" / f"seed{seed}" / name),
+                pd.read_csv(tmp_path / "cut" / f"seed{seed}" / name),
+            )
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()
+
+
+def test_skip_step_in_a_stacked_cell_holds_back_only_the_bad_seed(
+    tiny_config, tmp_path, monkeypatch
+):
+    config = cell(tiny_config, "softplus", trainer={"nan_policy": "skip_step"})
+    clean = run_seeds(config, tmp_path / "clean")
+    drawn = {"n": 0}
+    original = SeedRun.next_batch
+
+    def poisoned(self):
+        batch = original(self)
+        drawn["n"] += 1
+        if self.seed == 1 and drawn["n"] == 3 * 5 + 2:  # step 6, seed 1 (seeds draw in order)
+            batch = torch.full_like(batch, math.nan)
+        return batch
+
+    monkeypatch.setattr(SeedRun, "next_batch", poisoned)
+    hit = run_seeds(config, tmp_path / "hit")
+    assert [r["skipped_steps"] for r in hit] == [0, 1, 0]
+    assert all(r["status"] == "ok" for r in hit)
+    for seed in (0, 2):  # the others' updates are untouched by seed 1's skipped one
+        assert _comparable(hit[seed]) == _comparable(clean[seed])
+    assert hit[1]["test_nll"] != clean[1]["test_nll"]
+
+
+KILL_SCRIPT = """
+import json, sys
+from icnn_bench.runner import run_seeds
+run_seeds(json.loads(sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_a_sigkilled_stacked_cell_resumes_bit_identical(tiny_config, tmp_path):
+    config = cell(tiny_config, "softplus")
+    config["model"]["width"] = 32
+    config["trainer"].update(steps=1500, eval_every=100, checkpoint_every=100)
+    config["data"]["n_train"] = 2000
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def command(folder: Path) -> list[str]:
+        return [sys.executable, "-c", KILL_SCRIPT, json.dumps(config), str(folder)]
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed), env=env)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail("the cell ended before its first checkpoint")
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "seed0" / "result.json").exists(), "finished before it was killed"
+    subprocess.run(command(killed), env=env, check=True)
+    subprocess.run(command(tmp_path / "whole"), env=env, check=True)
+    for seed in SEEDS:
+        a, b = (
+            json.loads((d / f"seed{seed}" / "result.json").read_text())
+            for d in (killed, tmp_path / "whole")
+        )
+        assert a["resumed_from_step"] >= 100
+        assert _comparable(a) == _comparable(b)
+        for name in ("metrics.csv", "train_loss.csv"):
+            pd.testing.assert_frame_equal(
+                pd.read_csv(killed / f"seed{seed}" / name),
+                pd.read_csv(tmp_path / "whole" / f"seed{seed}" / name),
+            )

@@ -16,6 +16,7 @@ conditioning, a slack for the cross-covariance probe, a record of the last emiss
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor, nn
 

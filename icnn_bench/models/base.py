@@ -66,9 +66,7 @@ class DensityModel(nn.Module, ABC):
     def can_sample(self) -> bool:
         return type(self).sample is not DensityModel.sample
 
-    def sample(
-        self, n: int, generator: torch.Generator, start: Tensor | None = None
-    ) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator, start: Tensor | None = None) -> Tensor:
         """n draws from the evaluation model (`start`: where a Markov chain may begin)."""
         raise NotImplementedError(f"{type(self).__name__} cannot sample")
 
@@ -106,7 +104,9 @@ class DensityModel(nn.Module, ABC):
         return [p for method in self.constraint_methods() for p in method.constrained_parameters()]
 
     def pinned_state(self) -> list[dict[str, Tensor]]:
-        return [{k: v.cpu() for k, v in (m.pinned or {}).items()} for m in self.constraint_methods()]
+        return [
+            {k: v.cpu() for k, v in (m.pinned or {}).items()} for m in self.constraint_methods()
+        ]
 
     def set_pinned_state(self, pinned: list[dict[str, Tensor]]) -> None:
         for method, params in zip(self.constraint_methods(), pinned, strict=True):

@@ -194,9 +194,7 @@ class ConvexPotentialFlow(DensityModel):
         return z
 
     @torch.no_grad()
-    def sample(
-        self, n: int, generator: torch.Generator, start: Tensor | None = None
-    ) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator, start: Tensor | None = None) -> Tensor:
         """n draws by inverting the flow at base draws (`start` is not needed)."""
         z = torch.randn(n, self.dim, generator=generator).to(self.device)
         return self.inverse(z)

@@ -19,9 +19,7 @@ MALA_STEP_SIZE = 0.02
 class EnergyModel(DensityModel):
     """An ICNN energy whose tensors come from a constraint method; log Z from an estimator."""
 
-    def __init__(
-        self, spec: icnn.ICNNSpec, method: ConstraintMethod, log_z: LogZEstimator
-    ) -> None:
+    def __init__(self, spec: icnn.ICNNSpec, method: ConstraintMethod, log_z: LogZEstimator) -> None:
         super().__init__()
         self.spec = spec
         self.method = method
@@ -54,9 +52,7 @@ class EnergyModel(DensityModel):
         """Normalised log-density under the evaluation (pinned) weights."""
         return -self.energy(x) - self.log_z()
 
-    def sample(
-        self, n: int, generator: torch.Generator, start: Tensor | None = None
-    ) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator, start: Tensor | None = None) -> Tensor:
         """MALA chains targeting exp(-E), started at `start` (its first n rows) or at the
         origin; a log-concave target mixes fast, so a few hundred steps suffice."""
         from icnn_bench.sampling import mala

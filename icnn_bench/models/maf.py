@@ -16,7 +16,6 @@ from icnn_bench.models.base import DensityModel
 class MAFReference(DensityModel):
     exact_sampler = True
 
-
     def __init__(self, dim: int, transforms: int = 5, hidden: tuple[int, ...] = (128, 128)) -> None:
         super().__init__()
         try:
@@ -37,9 +36,7 @@ class MAFReference(DensityModel):
         return self.flow().log_prob(x)
 
     @torch.no_grad()
-    def sample(
-        self, n: int, generator: torch.Generator, start: Tensor | None = None
-    ) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator, start: Tensor | None = None) -> Tensor:
         with torch.random.fork_rng(devices=[]):  # zuko samples from the global stream
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
             return self.flow().sample((n,))

@@ -15,7 +15,10 @@ import pandas as pd
 from icnn_bench import io
 from icnn_bench.report.tables import method_order, natural_key
 
-PALETTE = [f"tab:{c}" for c in "blue orange green red purple brown pink olive cyan".split()]
+PALETTE = [
+    f"tab:{c}"
+    for c in ["blue", "orange", "green", "red", "purple", "brown", "pink", "olive", "cyan"]
+]
 
 
 def method_colours() -> dict[str, str]:

@@ -50,7 +50,7 @@ class Target(ABC):
         """Latents -> data (e.g. 8x8 images) where `can_decode`."""
         raise NotImplementedError(f"target {self.name} has nothing to decode to")
 
-    def use_cache_dir(self, folder) -> None:
+    def use_cache_dir(self, folder) -> None:  # noqa: B027 (optional capability)
         """Where to keep what is costly to fit (default: nothing to keep)."""
 
     def box(self) -> list[tuple[float, float]] | None:

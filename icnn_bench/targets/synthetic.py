@@ -107,4 +107,3 @@ def rotated_product(
     dim: int = 4, factors: list[str] | None = None, rotation_seed: int = 0
 ) -> RotatedProduct:
     return RotatedProduct(dim, tuple(factors or ("gumbel", "laplace", "gamma")), rotation_seed)
-

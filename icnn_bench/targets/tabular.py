@@ -440,4 +440,3 @@ def _signal_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def hepmass(data_dir: str | os.PathLike | None = None) -> Hepmass:
     return Hepmass(data_dir)
-

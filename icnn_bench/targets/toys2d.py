@@ -111,4 +111,3 @@ class Checkerboard(_SklearnToy):
         dark = ((torch.floor(x[:, 0]) + torch.floor(x[:, 1])) % 2) == 0
         log_density = torch.full_like(x[:, 0], -math.log(8.0))
         return torch.where(inside & dark, log_density, torch.full_like(log_density, -math.inf))
-
