@@ -293,7 +293,7 @@ class StackedSeeds(Stepper):
             for tensor, values in saved:
                 tensor[torch.tensor(seeds, device=tensor.device)] = values
 
-    def expose_gradients(self) -> None:  # noqa: B027 (optional hook)
+    def expose_gradients(self) -> None:
         for name, tensor in self.trainable.items():
             if tensor.grad is None:
                 continue
