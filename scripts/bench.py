@@ -31,18 +31,11 @@ from typing import Any
 import pandas as pd
 import torch
 from bench_cpflow import load_average, machine_description, quartiles  # scripts/ is on sys.path
-from icnn_bench.train import (
-    Prepared,
-    SeedRun,
-    backward_and_clip,
-    make_adam,
-    prepare,
-    train_loop,
-)
-from icnn_bench.vectorized import seed_config, train_vectorized
 
 from icnn_bench import io
+from icnn_bench.loop import OneSeed, SeedRun, StackedSeeds, train_loop
 from icnn_bench.models import icnn
+from icnn_bench.runner import Prepared, prepare, seed_config
 
 METHODS = ("pgd", "softplus", "lift")
 RECIPES: dict[str, list[str]] = {
@@ -88,25 +81,19 @@ class Stepper:
     def __init__(self, job: Prepared) -> None:
         self.job = job
         self.run = SeedRun(job.model, job.split, job.settings, job.seed, [])
-        self.trainable = job.model.trainable_parameters()
-        self.optimizer = make_adam(self.trainable, job.settings)
-        self.max_norm = job.settings.grad_clip or float("inf")
+        self.stepper = OneSeed(job.model, job.settings)
+        self.trainable = self.stepper.trainable
+        self.optimizer = self.stepper.optimizer
+        self.max_norm = self.stepper.max_norm
         self.step_ms: list[float] = []
         self.eval_ms: list[float] = []
 
     def steps(self, n: int) -> None:
         started = time.perf_counter()
         for _ in range(n):
-            loss, norm = backward_and_clip(
-                self.job.model,
-                self.optimizer,
-                self.trainable,
-                self.run.next_batch(),
-                self.max_norm,
-            )
-            bool(torch.isfinite(loss) & torch.isfinite(norm))  # the loop's one sync
-            self.optimizer.step()
-            self.job.model.after_step()
+            losses, norms, _ = self.stepper.backward([self.run.next_batch()], record=False)
+            keep = (torch.isfinite(losses) & torch.isfinite(norms)).tolist()  # the loop's sync
+            self.stepper.update(keep)
         self.step_ms.append((time.perf_counter() - started) / n * 1e3)
 
     def evaluation(self) -> None:
@@ -193,13 +180,15 @@ def vectorized_throughput(seeds: int, steps: int, cache: Path) -> list[dict[str,
         config["trainer"].update(steps=steps, eval_every=steps)
         timings = {}
         for mode in ("sequential", "vectorised", "sequential ", "vectorised "):
-            jobs = {s: prepare(seed_config(config, s), cache / "vec") for s in range(seeds)}
+            jobs = [prepare(seed_config(config, s), cache / "vec") for s in range(seeds)]
+            settings = jobs[0].settings
+            runs = [SeedRun(j.model, j.split, settings, j.seed, []) for j in jobs]
             started = time.perf_counter()
             if mode.startswith("vectorised"):
-                train_vectorized(jobs, {s: [] for s in jobs})
+                train_loop(runs, StackedSeeds([j.model for j in jobs], settings), settings)
             else:
-                for seed, job in jobs.items():
-                    train_loop(job.model, job.split, job.settings, seed, [])
+                for run, job in zip(runs, jobs, strict=True):
+                    train_loop([run], OneSeed(job.model, settings), settings)
             timings.setdefault(mode.strip(), []).append(time.perf_counter() - started)
         seq, vec = (min(timings[k]) for k in ("sequential", "vectorised"))
         rows.append(

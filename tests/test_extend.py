@@ -7,10 +7,21 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 from test_cli import FAST, icnn_bench
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "extending"
+
+
+@pytest.fixture(autouse=True)
+def _package_conf_only(monkeypatch):
+    """load_run(config_dir=...) adds a folder for the process: not for the other tests."""
+    from icnn_bench import registry
+
+    monkeypatch.setattr(registry, "_added", [])
+    yield
+    registry._read.cache_clear()
 
 
 def test_a_method_and_a_target_from_a_users_folder_sweep_and_report(tmp_path):
