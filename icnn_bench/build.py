@@ -19,7 +19,7 @@ from icnn_bench.models.base import DensityModel
 from icnn_bench.models.icnn import ICNNSpec, init_params
 from icnn_bench.targets import Target, build_target
 
-LOG_Z_ESTIMATORS = ("auto", "quadrature", "importance")
+LOG_Z_ESTIMATORS = ("auto", "quadrature", "importance", "learned_sampler")
 # what each estimator reads of log_z's settings (auto holds both families')
 QUADRATURE_SETTINGS = ("train_rule", "train_nodes", "eval_nodes")
 IMPORTANCE_SETTINGS = ("proposal", "widen", "flow", "train_samples", "eval_samples")
@@ -45,7 +45,8 @@ class TrainerSettings:
     resume: str = "auto"  # auto: continue from the run folder's checkpoint | never: start over
     nan_policy: str = "stop"  # stop: non-finite loss/gradient -> diverged | skip_step
     vectorize: bool | str = "auto"  # train a cell's `seeds` as one batched model (auto: on GPU)
-    eval_pool: str | int = "split"  # evaluation emission pooled over the split or its first n
+    eval_pool: str | int = "split"  # evaluation emission: the split, its first n, or "batch"
+    eval_batch: int = 256  # eval_pool=batch: a fresh random batch of this many rows
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_every"):
@@ -63,10 +64,14 @@ class TrainerSettings:
             raise ConfigError(
                 f"trainer.vectorize={self.vectorize!r}; choose one of: true, false, auto"
             )
-        if self.eval_pool != "split" and not (checks.is_int(self.eval_pool) and self.eval_pool > 0):
+        pool_ok = self.eval_pool in ("split", "batch") or (
+            checks.is_int(self.eval_pool) and self.eval_pool > 0
+        )
+        if not pool_ok:
             raise ConfigError(
-                f"trainer.eval_pool={self.eval_pool!r}; use split or a positive integer"
+                f"trainer.eval_pool={self.eval_pool!r}; use split, batch or a positive integer"
             )
+        checks.integer("trainer.eval_batch", self.eval_batch)
         if self.eval_every > self.steps:
             raise ConfigError(
                 f"trainer.eval_every={self.eval_every} exceeds trainer.steps={self.steps}"
@@ -79,10 +84,6 @@ class TrainerSettings:
             if key not in known:
                 raise ConfigError(f"trainer.{key} is not a setting; known: {', '.join(known)}")
         return cls(**cfg)
-
-    def evaluation_pool(self, train: Tensor) -> Tensor:
-        """What a batch-conditioned method pools for its evaluation emission."""
-        return train if self.eval_pool == "split" else train[: self.eval_pool]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,6 +132,8 @@ def log_z_from_config(
         cfg = {k: v for k, v in cfg.items() if k in own}
     if estimator == "importance":
         return _importance_from_config(cfg, target, train, seed)
+    if estimator == "learned_sampler":
+        return _learned_from_config(cfg, target, seed)
     from icnn_bench.log_z.quadrature import QuadratureLogZ
 
     box = target.box()
@@ -140,6 +143,21 @@ def log_z_from_config(
         return QuadratureLogZ(box, **cfg)
     except TypeError as error:
         raise ConfigError(f"log_z (quadrature): {error}") from None
+
+
+def _learned_from_config(cfg: dict[str, Any], target: Target, seed: int):
+    """The authors' estimator; evaluated exactly by quadrature where it applies (d <= 2)."""
+    from icnn_bench.log_z.learned import LearnedSamplerLogZ
+    from icnn_bench.log_z.quadrature import QuadratureLogZ
+
+    eval_nodes = cfg.pop("eval_nodes", 8000)
+    reference = None
+    if target.dim <= 2 and target.box() is not None:
+        reference = QuadratureLogZ(target.box(), train_nodes=2, eval_nodes=eval_nodes)
+    try:
+        return LearnedSamplerLogZ(target.dim, reference=reference, seed=seed, **cfg)
+    except TypeError as error:
+        raise ConfigError(f"log_z (learned_sampler): {error}") from None
 
 
 def _importance_from_config(cfg: dict[str, Any], target: Target, train: Tensor | None, seed: int):
@@ -256,7 +274,13 @@ build_maf.uses_methods = False  # a reference flow: no constrained weights, no m
 
 
 def _method(config: dict[str, Any], spec: ICNNSpec, generator: torch.Generator) -> ConstraintMethod:
-    init = init_params(spec, config["model"].get("init", "folded_normal"), generator)
+    model_cfg = config["model"]
+    init = init_params(
+        spec,
+        model_cfg.get("init", "folded_normal"),
+        generator,
+        model_cfg.get("free_init", "uniform"),
+    )
     return build_method(config["method"], spec, init)
 
 

@@ -7,9 +7,36 @@ from typing import Any
 
 import torch
 
-from icnn_bench.metrics import grid_divergences
+from icnn_bench.metrics import grid_divergences, window_grid, window_tv
 from icnn_bench.models.base import DensityModel
 from icnn_bench.targets import Split, Target
+
+
+class EvaluationPool:
+    """What a batch-conditioned method (the lift) pools for its evaluation emission:
+    trainer.eval_pool = split (the whole training split), n (its first n rows) or batch (a
+    fresh random batch of trainer.eval_batch at every evaluation: target draws where the
+    target can sample, else random training rows; as the paper authors' code evaluates)."""
+
+    FINAL = -1  # the index of the final evaluation's batch
+
+    def __init__(self, settings: Any, split: Split, target: Target, seed: int) -> None:
+        self.choice, self.size = settings.eval_pool, settings.eval_batch
+        self.train, self.target, self.seed = split.train, target, seed
+
+    def draw(self, index: int) -> torch.Tensor:
+        """The pool of evaluation number `index` (0, 1, ...; FINAL for the final metrics)."""
+        if self.choice == "split":
+            return self.train
+        if self.choice != "batch":
+            return self.train[: self.choice]
+        seed = 5_000_011 + 1_000_003 * self.seed + (index % 1_000_003)  # one per evaluation
+        if self.target is not None and self.target.can_sample:
+            return self.target.sample(self.size, seed=seed).to(self.train.device)
+        rows = torch.randint(
+            self.train.shape[0], (self.size,), generator=torch.Generator().manual_seed(seed)
+        )
+        return self.train[rows.to(self.train.device)]
 
 
 @torch.no_grad()
@@ -41,6 +68,14 @@ def evaluate(model: DensityModel, split: Split, target: Target) -> dict[str, Any
     if entropy is not None:
         out["entropy"] = entropy
         out["kl_mc"] = out["test_nll"] - entropy
+    window = target.authors_window() if target.dim == 1 else None
+    if window is not None:  # the paper authors' TV, to compare with their numbers
+        nodes = window_grid(window)
+        truth = target.log_prob(nodes)
+        if truth is not None:
+            out["tv_authors"] = window_tv(
+                truth, model.log_prob(nodes.to(model.device)).cpu(), window
+            )
     grid = model.evaluation_grid(target)
     if grid is not None:
         nodes, log_cell = grid

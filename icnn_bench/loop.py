@@ -24,14 +24,15 @@ from torch.func import functional_call, vmap
 from icnn_bench.build import TrainerSettings
 from icnn_bench.checkpoint import Checkpoints, global_rng_state, set_global_rng_state
 from icnn_bench.diagnostics import ShoulderDwell, grad_norm, probe_cross_covariance
-from icnn_bench.evaluation import validation_nll
+from icnn_bench.evaluation import EvaluationPool, validation_nll
 from icnn_bench.log_z.base import NonFiniteWeights
 from icnn_bench.models.base import DensityModel
 from icnn_bench.sinks.base import Sink
-from icnn_bench.targets import Split
+from icnn_bench.targets import Split, Target
 
 # skip_step gives up after this many non-finite steps in a row: the run will not recover
 MAX_CONSECUTIVE_SKIPS = 50
+STREAM_SEED = 3_000_017  # data.stream: batch k of seed s is drawn with a seed of its own
 
 
 @dataclass
@@ -55,6 +56,7 @@ class LoopState:
     constrained_grad: float = math.nan  # at the last evaluation step, before clipping
     skipped: int = 0
     consecutive_skips: int = 0
+    drawn: int = 0  # data.stream: batches drawn from the target so far
     stopped: LoopOutcome | None = None  # set when this seed diverged before the others
 
 
@@ -68,6 +70,8 @@ class SeedRun:
         settings: TrainerSettings,
         seed: int,
         sinks: list[Sink],
+        pool: EvaluationPool | None = None,
+        stream: Target | None = None,
     ) -> None:
         self.model, self.split, self.settings, self.seed, self.sinks = (
             model,
@@ -76,7 +80,8 @@ class SeedRun:
             seed,
             sinks,
         )
-        self.pool = settings.evaluation_pool(split.train)
+        self.pools = pool or EvaluationPool(settings, split, None, seed)
+        self.stream = stream  # data.stream: draw every batch fresh from this target
         self.batches = torch.Generator(device=split.train.device).manual_seed(seed)
         self.probes = torch.Generator().manual_seed(seed + 7919)  # training's stream untouched
         self.state = LoopState(
@@ -90,6 +95,10 @@ class SeedRun:
 
     def next_batch(self) -> Tensor:
         train = self.split.train
+        if self.stream is not None:  # a fresh batch, never seen before: its own seed
+            self.state.drawn += 1
+            seed = STREAM_SEED + 1_000_003 * self.seed + self.state.drawn
+            return self.stream.sample(self.settings.batch_size, seed=seed).to(train.device)
         index = torch.randint(
             train.shape[0], (self.settings.batch_size,), generator=self.batches, device=train.device
         )
@@ -99,12 +108,14 @@ class SeedRun:
         state, model, settings = self.state, self.model, self.settings
         last = state.last_logged
         window = state.losses[last:step]
+        pool = self.pools.draw(len(state.rows))
         row = {
             "step": step,
             "train_loss": float(window.nanmean()) if step > last else math.nan,
-            "val_nll": validation_nll(model, self.split, self.pool),
+            "val_nll": validation_nll(model, self.split, pool),
             "dead_frac": model.dead_fraction(),
             "grad_norm": state.constrained_grad,
+            **model.diagnostics(pool),
         }
         if settings.probe_every and step % settings.probe_every == 0:
             row.update(probe_row(model, self.split, settings, self.probes))
@@ -379,6 +390,7 @@ def train_loop(
     try:
         if saved is None:
             for run in runs:
+                run.model.warm_up(run.next_batch)
                 run.log_eval(0)
         for step in range(start, settings.steps + 1):
             if not any(run.live for run in runs):

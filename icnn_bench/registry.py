@@ -10,6 +10,7 @@ to it. Nothing here imports Hydra: it reads the YAML files themselves.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -71,7 +72,28 @@ def _settings(group: str, path: Path) -> dict[str, Any]:
     if raw.get(group) is not None and isinstance(raw[group], dict):  # `# @package _global_`
         raw = raw[group]
     merged.update(raw)
-    return merged
+    return {key: _resolved(value) for key, value in merged.items()}
+
+
+_REFERENCE = re.compile(r"^\$\{(\w+)\.(\w+)\}$")
+
+
+def _resolved(value: Any) -> Any:
+    """`${group.key}` (e.g. a method reading the regime's switch) -> that key of the group's
+    default option, as Hydra would compose it without overrides."""
+    match = _REFERENCE.match(value) if isinstance(value, str) else None
+    if match is None:
+        return value
+    group, key = match.groups()
+    return option(group, default_option(group)).get(key)
+
+
+def default_option(group: str) -> str:
+    """The option the package's config.yaml selects for a group."""
+    for entry in _read(PACKAGE_CONF / "config.yaml").get("defaults", []):
+        if isinstance(entry, dict) and group in entry:
+            return str(entry[group])
+    raise ConfigError(f"config.yaml has no default {group}")
 
 
 @cache

@@ -32,7 +32,7 @@ from icnn_bench.build import (
 )
 from icnn_bench.checkpoint import CHECKPOINT, first_difference, open_checkpoints
 from icnn_bench.errors import ConfigError, DataError
-from icnn_bench.evaluation import evaluate
+from icnn_bench.evaluation import EvaluationPool, evaluate
 from icnn_bench.loop import LoopOutcome, OneSeed, SeedRun, StackedSeeds, train_loop
 from icnn_bench.models.base import DensityModel
 from icnn_bench.models.potential import InversionError
@@ -53,6 +53,10 @@ class Prepared:
     target: Target
     split: Split
     model: DensityModel
+    stream: bool = False  # data.stream: batches drawn fresh from the target
+
+    def evaluation_pool(self) -> EvaluationPool:
+        return EvaluationPool(self.settings, self.split, self.target, self.seed)
 
 
 @dataclass
@@ -203,7 +207,10 @@ def _train(jobs: list[SeedJob], checkpoint_path: Path, stacked: bool) -> None:
         for sink in job.sinks:
             sink.start({**job.result, "resumed_from_step": resumed}, settings.steps)
         p = job.prepared
-        runs.append(SeedRun(p.model, p.split, settings, p.seed, job.sinks))
+        stream = p.target if p.stream else None
+        runs.append(
+            SeedRun(p.model, p.split, settings, p.seed, job.sinks, p.evaluation_pool(), stream)
+        )
     started = time.perf_counter()
     try:
         models = [job.prepared.model for job in jobs]
@@ -314,10 +321,19 @@ def prepare(config: dict[str, Any], run_dir: Path) -> Prepared:
             f"trainer.batch_size={settings.batch_size} is larger than the training split "
             f"(data.n_train={split.train.shape[0]})"
         )
+    stream = data_cfg.get("stream", False)
+    if stream not in (False, True, "auto"):
+        raise ConfigError(f"data.stream={stream!r}; choose one of: false, true, auto")
+    if stream is True and not target.can_sample:
+        raise ConfigError(
+            f"data.stream=true draws every batch from the target, but {target.name} is a "
+            "fixed data set; use data.stream=false (or auto)"
+        )
     model = model_from_config(config, target, seed, train=split.train).to(device)
     split = Split(*(part.to(device) for part in (split.train, split.val, split.test)))
     model.use_training_split(split.train)
-    return Prepared(seed, device, settings, target, split, model)
+    streaming = stream is True or (stream == "auto" and target.can_sample)
+    return Prepared(seed, device, settings, target, split, model, streaming)
 
 
 def conclude(
@@ -341,7 +357,8 @@ def conclude(
     if outcome.status != "ok":
         out.update(diverged_step=outcome.diverged_step, error=outcome.error)
         return out
-    model.pin(job.settings.evaluation_pool(split.train))
+    out.update(model.training_summary())
+    model.pin(job.evaluation_pool().draw(EvaluationPool.FINAL))
     out.update(evaluate(model, split, target))
     outputs.save_model(model, run_dir, target, split)
     if model.exact_sampler and target.dim <= 2:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from icnn_bench import checks
 from icnn_bench.errors import ConfigError
-from icnn_bench.log_z.base import LogZEstimate, LogZEstimator, NonFiniteWeights
+from icnn_bench.log_z.base import LogZEstimate, LogZEstimator, NonFiniteWeights, snis_estimate
 from icnn_bench.side_state import SideState
 
 
@@ -154,11 +154,7 @@ class ImportanceLogZ(LogZEstimator):
     @torch.no_grad()
     def estimate(self, energy_fn: Callable[[Tensor], Tensor]) -> LogZEstimate:
         """The evaluation estimate and its standard error, se(log Z) = se(mean w) / mean w."""
-        log_w = self._log_weights(energy_fn, training=False).double()
-        n = log_w.numel()
-        w = torch.exp(log_w - log_w.max())  # rescaled; the ratio below is scale-free
-        se = float(w.std() / (math.sqrt(n) * w.mean()))
-        return LogZEstimate(float(torch.logsumexp(log_w, 0) - math.log(n)), se, n)
+        return snis_estimate(self._log_weights(energy_fn, training=False))
 
     def _log_weights(self, energy_fn: Callable[[Tensor], Tensor], training: bool) -> Tensor:
         if training and self.update_proposal and isinstance(self.proposal, FlowProposal):

@@ -32,6 +32,8 @@ class ConstraintMethod(nn.Module, SideState, ABC):
     has_shoulder: bool = True
     #: the emission reads the training batch, so the loss's weights change with it
     conditions_on_batch: bool = False
+    #: can be stacked into one vmapped model at all (False: it draws its own randomness)
+    stackable: bool = True
     #: seeds stacked into one vmapped model train faster than one after another on a CPU
     #: (results/bench.md: not for the lift, whose readout is memory-bound)
     batches_well_on_cpu: bool = True

@@ -10,7 +10,12 @@ constants and E stays convex in x. Evaluation pins one emission pooled over the 
 
 Ablations, each deleting one ingredient (method=lift_noslack / lift_nocond / lift_nostoch):
 slack=false (b fixed), condition=constant (the body reads a learned code, not the batch),
-stochastic=false (the summary pools the whole training split every step).
+stochastic=false (the summary pools the whole training split every step). The paper
+authors' nearest two: condition=frozen (lift_constpn: the summary fixed at one batch's and
+the body frozen, so neither conditioning nor jitter) and condition=independent (lift_indep:
+the body reads rows drawn apart from the gradient's batch: jitter without coupling).
+Their code's lift also keeps a ReLU after the body's last layer (summary_relu) and starts
+the free tensors' readout biases as an nn.Linear's (free_bias_init=linear).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from icnn_bench.methods.base import ConstraintMethod
 from icnn_bench.models.icnn import ICNNSpec
 
 _POOL_CHUNK = 65_536
+CONDITIONS = ("batch", "constant", "frozen", "independent")
+FROZEN_BATCH = 256  # condition=frozen: the rows its fixed summary pools (the authors': 256)
 
 
 class LiftWeights(ConstraintMethod):
@@ -42,17 +49,22 @@ class LiftWeights(ConstraintMethod):
         slack_init: float = -2.0,
         emit: Literal["all", "constrained"] = "all",
         slack: bool = True,
-        condition: Literal["batch", "constant"] = "batch",
+        condition: Literal["batch", "constant", "frozen", "independent"] = "batch",
         stochastic: bool = True,
+        summary_relu: bool = False,
+        free_bias_init: Literal["template", "linear"] = "template",
     ) -> None:
         super().__init__(spec)
-        if condition not in ("batch", "constant"):
-            raise ConfigError(f"method.condition={condition!r}; choose one of: batch, constant")
+        checks.choice("method.condition", condition, CONDITIONS)
         checks.boolean("method.slack", slack)
         checks.boolean("method.stochastic", stochastic)
+        checks.boolean("method.summary_relu", summary_relu)
+        checks.choice("method.free_bias_init", free_bias_init, ("template", "linear"))
         self.condition = condition
         self.stochastic = stochastic
-        self.conditions_on_batch = condition == "batch" and stochastic
+        self.conditions_on_batch = condition in ("batch", "independent") and stochastic
+        self.stackable = condition != "independent"  # its own draws: not under vmap
+        self.register_buffer("_frozen_summary", None, persistent=False)
         # a buffer, so that seeds stacked into one vmapped model each pool their own split
         self.register_buffer("_split", None, persistent=False)
         if emit not in ("all", "constrained"):
@@ -61,7 +73,7 @@ class LiftWeights(ConstraintMethod):
         checks.boolean("method.pool_norm", pool_norm)
         checks.number("method.slack_init", slack_init, minimum=-math.inf)
         self.pool_norm = pool_norm
-        self.body = _relu_mlp(spec.dim, body)
+        self.body = _relu_mlp(spec.dim, body, relu_last=summary_relu)
 
         emitted = [t for t in spec.tensors() if emit == "all" or t.constrained]
         self._layout: list[tuple[str, tuple[int, ...], bool]] = [
@@ -73,8 +85,14 @@ class LiftWeights(ConstraintMethod):
         n_out = sum(self._sizes)
         self.readout = nn.Parameter((torch.rand(n_out, summary_dim) * 2 - 1) * bound)
         slack_trainable = slack
+
+        def free_slack(name: str, size: int) -> Tensor:
+            if free_bias_init == "template":  # the free tensors start at the ICNN's init
+                return init[name].reshape(-1)
+            return (torch.rand(size) * 2 - 1) * bound  # as an nn.Linear's default bias
+
         slack = [
-            torch.full((size,), slack_init) if constrained else init[name].reshape(-1)
+            torch.full((size,), slack_init) if constrained else free_slack(name, size)
             for (name, _, constrained), size in zip(self._layout, self._sizes, strict=True)
         ]
         # ablation slack=false: b stays at its initial value (no gradient reaches it)
@@ -86,6 +104,13 @@ class LiftWeights(ConstraintMethod):
         self._last_pre: dict[str, Tensor] = {}
         # ablation condition=constant: the body reads this learned code instead of the batch
         self.code = nn.Parameter(torch.randn(1, spec.dim)) if condition == "constant" else None
+        # ablation condition=independent: the body reads rows drawn apart from the batch
+        self._independent = None
+        if condition == "independent":
+            seed = int(torch.randint(2**62, (1,)))
+            self._independent = torch.Generator().manual_seed(seed)
+        if condition == "frozen":  # the summary is fixed at one batch's; only readouts train
+            self.body.requires_grad_(False)
         mask = torch.cat(
             [
                 torch.full((size,), constrained, dtype=torch.bool)
@@ -95,8 +120,13 @@ class LiftWeights(ConstraintMethod):
         self.register_buffer("_constrained_slots", mask, persistent=False)
 
     def use_training_split(self, train: Tensor) -> None:
-        """The whole training split, which the stochastic=false ablation pools every step."""
+        """The training split: the stochastic=false ablation pools all of it every step,
+        condition=frozen fixes its summary at its first FROZEN_BATCH rows, and
+        condition=independent draws the body's rows from it."""
         self._split = train
+        if self.condition == "frozen":
+            with torch.no_grad():
+                self._frozen_summary = self.summary(train[:FROZEN_BATCH])
 
     def conditioning(self, batch: Tensor | None) -> Tensor:
         """What the body reads this step: the batch, or what an ablation puts in its place."""
@@ -108,6 +138,13 @@ class LiftWeights(ConstraintMethod):
             return self._split
         if batch is None:
             raise RuntimeError("the lift emits weights from a batch of data; none was given")
+        if self._independent is not None:
+            if self._split is None:
+                raise RuntimeError("condition=independent needs use_training_split(train)")
+            rows = torch.randint(
+                self._split.shape[0], (batch.shape[0],), generator=self._independent
+            )
+            return self._split[rows.to(self._split.device)]
         return batch
 
     def summary(self, data: Tensor) -> Tensor:
@@ -124,13 +161,22 @@ class LiftWeights(ConstraintMethod):
         return pooled
 
     def emit(self, batch: Tensor | None) -> dict[str, Tensor]:
+        if self.condition == "frozen":
+            return self._emit_from_summary(self._frozen())
         return self._emit_from_summary(self.summary(self.conditioning(batch)))
+
+    def _frozen(self) -> Tensor:
+        if self._frozen_summary is None:
+            raise RuntimeError("condition=frozen needs use_training_split(train) first")
+        return self._frozen_summary
 
     def emit_pinned(self, pool: Tensor) -> dict[str, Tensor]:
         """The evaluation emission: the summary pooled over `pool` (the learned code for
         condition=constant)."""
         if self.code is not None:
             return self.emit(None)
+        if self.condition == "frozen":
+            return self._emit_from_summary(self._frozen())
         return self._emit_from_summary(self.summary(pool))
 
     def probe_slack(self) -> tuple[Tensor, Tensor] | None:
@@ -165,9 +211,10 @@ class LiftWeights(ConstraintMethod):
         return [p for p in (self.readout, self.slack) if p.requires_grad]
 
 
-def _relu_mlp(dim_in: int, widths: tuple[int, ...]) -> nn.Sequential:
+def _relu_mlp(dim_in: int, widths: tuple[int, ...], relu_last: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     for width in widths:
         layers += [nn.Linear(dim_in, width), nn.ReLU()]
         dim_in = width
-    return nn.Sequential(*layers[:-1])  # the summary features stay linear
+    # ours: the summary features stay linear; the authors' code keeps the last ReLU
+    return nn.Sequential(*(layers if relu_last else layers[:-1]))

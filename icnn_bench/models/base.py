@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -69,6 +69,17 @@ class DensityModel(nn.Module, ABC):
     def sample(self, n: int, generator: torch.Generator, start: Tensor | None = None) -> Tensor:
         """n draws from the evaluation model (`start`: where a Markov chain may begin)."""
         raise NotImplementedError(f"{type(self).__name__} cannot sample")
+
+    def warm_up(self, next_batch: Callable[[], Tensor]) -> None:
+        """Before the first step (a learned log Z sampler fits the initial energy)."""
+
+    def diagnostics(self, pool: Tensor) -> dict[str, float]:
+        """Extra metrics.csv columns at each evaluation (`pool`: the evaluation pool)."""
+        return {}
+
+    def training_summary(self) -> dict[str, Any]:
+        """Extra result.json entries about training."""
+        return {}
 
     def vectorization_problem(self) -> str | None:
         """Why seeds of this model cannot be stacked into one vmapped model, or None."""

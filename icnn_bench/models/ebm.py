@@ -33,7 +33,25 @@ class EnergyModel(DensityModel):
         """Training objective: mean E(batch) + log Z, both with the weights emitted for batch."""
         params = self.method(batch)
         mean_energy = icnn.energy(params, batch, self.spec).mean()
-        return mean_energy + self.log_z_estimator(self._energy_fn(params), training=True)
+        log_z = self.log_z_estimator(self._energy_fn(params), training=True)
+        self.log_z_estimator.adapt(self._frozen_energy_fn(params), log_z.detach())
+        return mean_energy + log_z
+
+    def warm_up(self, next_batch) -> None:
+        self.log_z_estimator.warm_up(lambda: self._frozen_energy_fn(self.method(next_batch())))
+
+    def diagnostics(self, pool: Tensor) -> dict[str, float]:
+        """The log Z estimator's own columns (a learned sampler: its error, KL, steps)."""
+        if not self.log_z_estimator.has_diagnostics:
+            return {}
+        self.pin(pool)
+        try:
+            return self.log_z_estimator.diagnostics(self._energy_fn(self._eval_params()))
+        finally:
+            self.unpin()
+
+    def training_summary(self) -> dict[str, Any]:
+        return self.log_z_estimator.summary()
 
     def energy(self, x: Tensor) -> Tensor:
         """E(x) under the evaluation (pinned) weights."""
@@ -77,6 +95,8 @@ class EnergyModel(DensityModel):
         return self.log_z_estimator.evaluation_grid()
 
     def vectorization_problem(self) -> str | None:
+        if not self.method.stackable:
+            return f"trainer.vectorize=true cannot stack method {self.method_name} (own draws)"
         if not self.log_z_estimator.deterministic:
             return "trainer.vectorize=true needs a deterministic log Z (log_z=quadrature, d <= 2)"
         return None
@@ -88,3 +108,8 @@ class EnergyModel(DensityModel):
 
     def _energy_fn(self, params: dict[str, Tensor]):
         return lambda y: icnn.energy(params, y, self.spec)
+
+    def _frozen_energy_fn(self, params: dict[str, Tensor]):
+        """E under these weights, held constant (a sampler's loss must not train the EBM)."""
+        frozen = {k: v.detach() for k, v in params.items()}
+        return lambda y: icnn.energy(frozen, y, self.spec)

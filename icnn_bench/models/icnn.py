@@ -21,6 +21,7 @@ from icnn_bench import checks
 from icnn_bench.errors import ConfigError
 
 INITS = ("folded_normal", "convex_init", "torch_default")
+FREE_INITS = ("uniform", "xavier")  # free tensors: ours (LeCun-uniform) | the authors' code
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,20 @@ def energy(params: dict[str, Tensor], x: Tensor, spec: ICNNSpec) -> Tensor:
     return z @ params["wL"] + x @ params["aL"] + 0.5 * spec.alpha * (x * x).sum(-1)
 
 
-def init_params(spec: ICNNSpec, init: str, generator: torch.Generator) -> dict[str, Tensor]:
-    """Sample initial values of every ICNN tensor (constrained ones non-negative)."""
+def init_params(
+    spec: ICNNSpec, init: str, generator: torch.Generator, free_init: str = "uniform"
+) -> dict[str, Tensor]:
+    """Sample initial values of every ICNN tensor (constrained ones non-negative). Free
+    tensors: `uniform` (LeCun-uniform matrices and biases) or `xavier` (the paper authors'
+    code: xavier-uniform input and skip matrices, zero biases)."""
     if init not in INITS:
         raise ConfigError(f"unknown model.init={init!r}; choose one of: {', '.join(INITS)}")
+    if free_init not in FREE_INITS:
+        raise ConfigError(
+            f"unknown model.free_init={free_init!r}; choose one of: {', '.join(FREE_INITS)}"
+        )
+    if free_init == "xavier":
+        return _xavier_free(init_params(spec, init, generator), spec, generator)
     params: dict[str, Tensor] = {}
     for t in spec.tensors():
         fan_in = t.shape[-1] if len(t.shape) == 2 else spec.width
@@ -104,6 +115,21 @@ def init_params(spec: ICNNSpec, init: str, generator: torch.Generator) -> dict[s
     if init == "convex_init":
         for layer in range(1, spec.depth):
             params[f"b{layer}"] = torch.full((spec.width,), _convex_init_bias(spec.width))
+    return params
+
+
+def _xavier_free(
+    params: dict[str, Tensor], spec: ICNNSpec, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """Replace the free tensors: xavier-uniform matrices (aL as a 1 x d matrix), zero biases."""
+    for t in spec.tensors():
+        if t.constrained:
+            continue
+        if t.name.startswith("b"):
+            params[t.name] = torch.zeros(t.shape)
+        else:
+            fan_out, fan_in = (1, t.shape[0]) if len(t.shape) == 1 else t.shape
+            params[t.name] = _uniform(t.shape, math.sqrt(6.0 / (fan_in + fan_out)), generator)
     return params
 
 

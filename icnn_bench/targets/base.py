@@ -53,6 +53,10 @@ class Target(ABC):
     def use_cache_dir(self, folder) -> None:  # noqa: B027 (optional capability)
         """Where to keep what is costly to fit (default: nothing to keep)."""
 
+    def authors_window(self) -> tuple[float, float] | None:
+        """1-D: the paper authors' plotting window, on which their code measures TV."""
+        return None
+
     def box(self) -> list[tuple[float, float]] | None:
         """Per-axis interval holding all but a negligible share of the mass (for quadrature)."""
         return None

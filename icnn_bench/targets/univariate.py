@@ -23,11 +23,13 @@ class Univariate(Target):
         dist: D.Distribution,
         box: tuple[float, float],
         entropy: float | None = None,
+        window: tuple[float, float] | None = None,
     ) -> None:
         self.name = name
         self._dist = dist
         self._box = (float(box[0]), float(box[1]))
         self._entropy = entropy
+        self._window = None if window is None else (float(window[0]), float(window[1]))
 
     def sample(self, n: int, seed: int) -> Tensor:
         draw = seeded_sample(lambda: self._dist.sample((n,)), seed)
@@ -48,6 +50,9 @@ class Univariate(Target):
 
     def box(self) -> list[tuple[float, float]]:
         return [self._box]
+
+    def authors_window(self) -> tuple[float, float] | None:
+        return self._window
 
     def _support(self) -> tuple[float, float]:
         support = self._dist.support
@@ -112,22 +117,33 @@ def _finite(name: str, **values: float) -> None:
 
 
 def _location_scale(
-    name: str, family: type[D.Distribution], loc: float, scale: float, box: tuple[float, float]
+    name: str,
+    family: type[D.Distribution],
+    loc: float,
+    scale: float,
+    box: tuple[float, float],
+    window: tuple[float, float],
 ) -> Univariate:
-    """A location-scale family; `box` is given for the standard member (loc 0, scale 1)."""
+    """A location-scale family; `box` and `window` are given for the standard member."""
     _finite(name, loc=loc)
     _positive(name, scale=scale)
     dist = family(torch.tensor(float(loc)), torch.tensor(float(scale)))
     lo, hi = box
-    return Univariate(name, dist, (loc + lo * scale, loc + hi * scale), float(dist.entropy()))
+    return Univariate(
+        name,
+        dist,
+        (loc + lo * scale, loc + hi * scale),
+        float(dist.entropy()),
+        window=(loc + window[0] * scale, loc + window[1] * scale),
+    )
 
 
 def gumbel(loc: float = 0.0, scale: float = 1.0) -> Univariate:
-    return _location_scale("gumbel", D.Gumbel, loc, scale, (-3.5, 17.0))
+    return _location_scale("gumbel", D.Gumbel, loc, scale, (-3.5, 17.0), (-5.0, 12.0))
 
 
 def laplace(loc: float = 0.0, scale: float = 1.0) -> Univariate:
-    return _location_scale("laplace", D.Laplace, loc, scale, (-16.0, 16.0))
+    return _location_scale("laplace", D.Laplace, loc, scale, (-16.0, 16.0), (-8.0, 8.0))
 
 
 def gamma(concentration: float = 2.0, rate: float = 1.0) -> Univariate:
@@ -138,7 +154,8 @@ def gamma(concentration: float = 2.0, rate: float = 1.0) -> Univariate:
         )
     dist = D.Gamma(torch.tensor(float(concentration)), torch.tensor(float(rate)))
     hi = (concentration + 8 * math.sqrt(concentration) + 8) / rate
-    return Univariate("gamma", dist, (0.0, hi), float(dist.entropy()))
+    window = (0.0, (concentration + 8 * math.sqrt(concentration)) / rate)  # mean + 8 std
+    return Univariate("gamma", dist, (0.0, hi), float(dist.entropy()), window)
 
 
 def beta(a: float = 2.0, b: float = 5.0) -> Univariate:
@@ -146,24 +163,27 @@ def beta(a: float = 2.0, b: float = 5.0) -> Univariate:
     if a < 1 or b < 1:
         raise TargetError(f"target beta: a={a}, b={b}; both must be >= 1 to be log-concave")
     dist = D.Beta(torch.tensor(float(a)), torch.tensor(float(b)))
-    return Univariate("beta", dist, (0.0, 1.0), float(dist.entropy()))
+    return Univariate("beta", dist, (0.0, 1.0), float(dist.entropy()), (0.0, 1.0))
 
 
 def halfnormal(scale: float = 1.0) -> Univariate:
     _positive("halfnormal", scale=scale)
     dist = D.HalfNormal(torch.tensor(float(scale)))
-    return Univariate("halfnormal", dist, (0.0, 6 * scale), float(dist.entropy()))
+    box = (0.0, 6 * scale)
+    return Univariate("halfnormal", dist, box, float(dist.entropy()), box)
 
 
 def skewnormal(loc: float = 0.0, scale: float = 1.0, shape: float = 4.0) -> Univariate:
     _finite("skewnormal", loc=loc, shape=shape)
     _positive("skewnormal", scale=scale)
     dist = SkewNormal(loc, scale, shape)
-    return Univariate("skewnormal", dist, (loc - 6 * scale, loc + 6 * scale))
+    window = (loc - 5 * scale, loc + (5 + 0.6 * shape) * scale)
+    return Univariate("skewnormal", dist, (loc - 6 * scale, loc + 6 * scale), window=window)
 
 
 def gaussian(loc: float = 0.0, scale: float = 1.0) -> Univariate:
-    return _location_scale("gaussian", D.Normal, loc, scale, (-7.0, 7.0))
+    # not in the authors' code: the window of their asymmetric Gaussian toy, (-5, 5)
+    return _location_scale("gaussian", D.Normal, loc, scale, (-7.0, 7.0), (-5.0, 5.0))
 
 
 def logistic(loc: float = 0.0, scale: float = 1.0) -> Univariate:
@@ -173,7 +193,8 @@ def logistic(loc: float = 0.0, scale: float = 1.0) -> Univariate:
     transforms = [D.SigmoidTransform().inv, D.AffineTransform(float(loc), float(scale))]
     dist = D.TransformedDistribution(base, transforms, validate_args=False)
     box = (loc - 17 * scale, loc + 17 * scale)
-    return Univariate("logistic", dist, box, math.log(scale) + 2.0)
+    window = (loc - 8 * scale, loc + 8 * scale)  # not in the authors' code: as their laplace
+    return Univariate("logistic", dist, box, math.log(scale) + 2.0, window)
 
 
 UNIVARIATE: dict[str, Callable[..., Univariate]] = {
