@@ -65,7 +65,7 @@ class LearnedSamplerLogZ(LogZEstimator):
         checks.integer("log_z.min_steps", min_steps, minimum=0)
         checks.integer("log_z.max_steps", max_steps, minimum=max(1, min_steps))
         checks.integer("log_z.warmup_steps", warmup_steps, minimum=0)
-        checks.number("log_z.kl_threshold", kl_threshold)
+        checks.number("log_z.kl_threshold", kl_threshold, minimum=-math.inf)
         checks.number("log_z.lr", lr)
         checks.number("log_z.grad_clip", grad_clip)
         self.reference = reference
