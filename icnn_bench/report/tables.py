@@ -14,6 +14,7 @@ from icnn_bench.report.stats import LEVEL, paired_difference, t_interval, verdic
 METRICS: list[tuple[str, str]] = [
     ("kl", "KL(target ‖ model) on the evaluation grid, nats"),
     ("tv", "Total variation on the evaluation grid"),
+    ("tv_authors", "Total variation on the paper authors' grid (8000 points over their window)"),
     ("hellinger", "Hellinger distance on the evaluation grid"),
     ("test_nll", "Test NLL, nats"),
     ("kl_mc", "Test NLL − entropy, nats (sample estimate of KL; ±1/√n_test noise)"),
@@ -21,6 +22,7 @@ METRICS: list[tuple[str, str]] = [
 SHORT_NAMES = {
     "kl": "KL",
     "tv": "TV",
+    "tv_authors": "TV (authors' grid)",
     "hellinger": "Hellinger",
     "test_nll": "test NLL",
     "kl_mc": "NLL − entropy",
