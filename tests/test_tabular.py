@@ -149,7 +149,7 @@ def test_missing_data_names_the_files_the_folder_and_where_to_get_them(tmp_path)
         ("1000_train.csv", 8, lambda row: row + ",1.0,2.0", "line 8, saw 31"),  # ragged
         ("1000_test.csv", 5, lambda row: row + ",3", "line 5, saw 30"),
         ("1000_train.csv", 10, lambda row: ",".join(row.split(",")[:20]), "line 10: column 'f19'"),
-        ("1000_test.csv", 1, lambda row: row + ",extra", "expected 29 columns"),
+        ("1000_test.csv", 1, lambda row: row + ",extra", "found 30 columns"),
     ],
 )
 def test_malformed_csv_is_a_one_line_error_naming_the_file(hepmass_dir, name, line, edit, message):
@@ -272,3 +272,72 @@ def test_tabular21_is_21_dimensional_only():
         build_target("tabular21", {"rho": 0.5})
     with pytest.raises(ValueError, match="unknown tabular21 factor"):
         make_factor("cauchy")
+
+
+# the layouts of the real files, as MAF's code implies them (see targets/tabular.py)
+REAL = [f"f{i}" for i in range(26)]
+REAL_DISCRETE = {"f5": [0.0, 1.0, 2.0, 3.0], "f9": [0.0, 1.0], "f13": [-0.5, 1.5]}
+REAL_DISCRETE |= {"f17": [0.0, 1.0], "f21": [0.0, 1.0]}
+
+
+def real_layout(rows: int, rng: np.random.Generator) -> pd.DataFrame:
+    """label, f0..f25 (5 of them discrete), mass: 28 fields a row."""
+    label = rng.integers(0, 2, rows)
+    frame = pd.DataFrame({"# label": label.astype(float)})
+    for name in REAL:
+        if name in REAL_DISCRETE:
+            frame[name] = rng.choice(REAL_DISCRETE[name], rows)
+        else:
+            frame[name] = rng.gamma(2.0, 1.0, rows) + np.where(label == 1, 0.0, 50.0)
+    frame["mass"] = 1000.0
+    return frame
+
+
+def _write(frame: pd.DataFrame, path, header: list[str], extra: bool = False) -> None:
+    """`header` as the first line (it may name fewer fields than the rows hold)."""
+    body = frame.assign(junk=0.5) if extra else frame
+    lines = [",".join(header)] + [",".join(f"{v:.10g}" for v in row) for row in body.to_numpy()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("layout", ["train_27_names_28_fields", "train_28_test_29"])
+def test_hepmass_reads_the_real_layouts_as_maf_does(tmp_path, layout):
+    rng = np.random.default_rng(3)
+    train, test = real_layout(500, rng), real_layout(200, rng)
+    names = ["# label", *REAL, "mass"]
+    if layout == "train_27_names_28_fields":  # pandas drops the unnamed field, as in MAF
+        _write(train, tmp_path / "1000_train.csv", names[:-1])
+        _write(test, tmp_path / "1000_test.csv", names)  # MAF drops its last column
+    else:
+        _write(train, tmp_path / "1000_train.csv", names)
+        _write(test, tmp_path / "1000_test.csv", [*names, "junk"], extra=True)
+    split = build_target("hepmass", {"data_dir": str(tmp_path)}).split(0, None, None, None)
+    kept = [f for f in REAL if f not in REAL_DISCRETE]
+    assert len(kept) == 21 and split.train.shape[1] == 21
+    signal = train[train["# label"] == 1][kept]
+    mean, std = signal.mean(), signal.std()  # train statistics, ddof 1
+    n_val = int(0.1 * len(signal))
+    expected = ((signal - mean) / std).to_numpy(np.float32)
+    assert (len(split.train), len(split.val)) == (len(signal) - n_val, n_val)
+    np.testing.assert_allclose(split.train.numpy(), expected[: len(signal) - n_val], atol=1e-5)
+    np.testing.assert_allclose(split.val.numpy(), expected[len(signal) - n_val :], atol=1e-5)
+    test_signal = test[test["# label"] == 1][kept]
+    np.testing.assert_allclose(
+        split.test.numpy(), ((test_signal - mean) / std).to_numpy(np.float32), atol=1e-5
+    )
+
+
+def test_hepmass_in_neither_layout_names_the_columns_it_found(tmp_path):
+    pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]}).to_csv(
+        tmp_path / "1000_train.csv", index=False
+    )
+    pd.DataFrame({"a": [1.0], "b": [3.0]}).to_csv(tmp_path / "1000_test.csv", index=False)
+    with pytest.raises(DataError, match=r"found 2 columns: a, b$"):
+        build_target("hepmass", {"data_dir": str(tmp_path)}).split(0, None, None, None)
+
+
+def test_an_all_nan_hepmass_file_says_so(hepmass_dir):
+    folder, train, _ = hepmass_dir
+    (train * np.nan).to_csv(folder / "1000_train.csv", index=False)
+    with pytest.raises(DataError, match="holds no numbers"):
+        build_target("hepmass", {"data_dir": str(folder)}).split(0, None, None, None)

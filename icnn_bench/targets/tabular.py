@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -221,7 +222,10 @@ def tabular21(dim: int = DIM) -> Tabular21:
 # --------------------------------------------------------------------------------------------
 
 TRAIN_FILE, TEST_FILE = "1000_train.csv", "1000_test.csv"
-COLUMNS = 29  # "# label", f0..f26, mass
+# Header names per file: the real files' layout as MAF's code implies it (a train header of
+# 27 or 28 names, the test file one more; pandas drops data fields past the header, as in
+# MAF's read), and the 29-name layout '# label', f0..f26, mass.
+COLUMNS = (27, 28, 29)
 MAX_REPEATS = 5  # a feature whose smallest value occurs more often than this is dropped
 SOURCES = (
     "the UCI repository (https://archive.ics.uci.edu/dataset/347/hepmass) or the MAF "
@@ -380,7 +384,9 @@ def _smallest_value_count(column: pd.Series) -> int:
 def _read(path: Path) -> pd.DataFrame:
     """The CSV as a frame, or a one-line DataError naming the file and what is wrong."""
     try:
-        frame = pd.read_csv(path, index_col=False, skip_blank_lines=False, low_memory=False)
+        with warnings.catch_warnings():  # a header shorter than the rows: fields dropped, as MAF
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, index_col=False, skip_blank_lines=False, low_memory=False)
     except pd.errors.ParserError as error:
         detail = str(error).strip().splitlines()[-1]
         detail = detail.split("C error: ", 1)[-1]  # e.g. "Expected 29 fields in line 7, saw 31"
@@ -389,13 +395,16 @@ def _read(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: the file is empty") from None
     except (UnicodeDecodeError, OSError, EOFError) as error:
         raise DataError(f"{path}: cannot be read as CSV text ({error})") from None
-    if len(frame.columns) != COLUMNS:
+    if len(frame.columns) not in COLUMNS:
+        shown = ", ".join(map(str, frame.columns[:6])) + (", ..." if len(frame.columns) > 6 else "")
         raise DataError(
-            f"{path}: expected {COLUMNS} columns ('# label', f0..f26, mass), found "
-            f"{len(frame.columns)}"
+            f"{path}: expected HEPMASS's layout, a header of 27 to 29 names ('# label', "
+            f"f0, ..., [mass]); found {len(frame.columns)} columns: {shown}"
         )
-    if sum(map(_is_number, frame.columns)) > COLUMNS // 2:  # data where names should be
+    if sum(map(_is_number, frame.columns)) > len(frame.columns) // 2:  # data, not names
         raise DataError(f"{path}: the first line should be the header ('# label,f0,...,mass')")
+    if len(frame) and frame.apply(pd.to_numeric, errors="coerce").isna().all().all():
+        raise DataError(f"{path}: holds no numbers (every value is NaN or empty)")
     # blank lines are rows of NaN; dropping them keeps the other rows' line numbers
     return frame.dropna(how="all")
 
