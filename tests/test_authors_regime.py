@@ -160,7 +160,7 @@ def test_the_authors_free_init_is_xavier_with_zero_biases():
     assert theirs["A1"].abs().max() <= math.sqrt(6 / (1 + 64))
     assert theirs["A0"].abs().max() <= math.sqrt(6 / 65) < ours["A0"].abs().max()
     assert torch.equal(theirs["W1"], ours["W1"])  # constrained weights: the same draw
-    with pytest.raises(ConfigError, match="unknown model.free_init='he'"):
+    with pytest.raises(ConfigError, match=r"unknown model\.free_init='he'"):
         init_params(spec, "folded_normal", torch.Generator(), "he")
 
 
