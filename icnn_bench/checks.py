@@ -18,12 +18,16 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def integer(key: str, value: Any, minimum: int = 1, optional: bool = False) -> None:
-    """An int >= minimum (or null when optional)."""
+def integer(
+    key: str, value: Any, minimum: int = 1, optional: bool = False, maximum: int | None = None
+) -> None:
+    """An int >= minimum (and <= maximum if given; or null when optional)."""
     if optional and value is None:
         return
-    if not is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
         allowed = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        if maximum is not None:
+            allowed = f"an integer from {minimum} to {maximum}"
         raise ConfigError(f"{key}={value!r} must be {allowed}{' or null' if optional else ''}")
 
 

@@ -6,8 +6,13 @@ import argparse
 import contextlib
 import difflib
 import math
+import os
 import re
+import shutil
+import socket
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from icnn_bench import registry, runner
-from icnn_bench.errors import ConfigError
+from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.sinks.base import Sink
 from icnn_bench.sinks.console import ConsoleSink
 
@@ -96,9 +101,83 @@ def composition_problem(argv: list[str]) -> str | None:
         first.append(f"hydra.searchpath=[{','.join(searchpath)}]")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         try:
-            compose("config", overrides=first, return_hydra_config=True)
+            cfg = compose("config", overrides=first, return_hydra_config=True)
         except Exception as error:
             return _misspelt_key(error, first) or _first_line(error)
+        multirun = "-m" in argv or "--multirun" in argv or cfg.hydra.mode == RunMode.MULTIRUN
+        swept = {o.get_key_element(): o.input_line for o in parsed if o.is_sweep_override()}
+        params = cfg.hydra.sweeper.get("params") or {}
+        swept.update({str(k): f"{k}={v}" for k, v in params.items()})
+        for override in parsed:  # a plain value on the command line narrows a preset's axis
+            if not override.is_sweep_override():
+                swept.pop(override.get_key_element(), None)
+        try:
+            folder = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
+        except Exception:  # an interpolation only a job can resolve: Hydra will say
+            folder = None
+        config = OmegaConf.to_container(cfg, resolve=False)
+    config.pop("hydra", None)
+    return (
+        (folder is not None and output_problem(folder))
+        or launcher_problem(argv)
+        or (preflight_problem(config, swept) if multirun else None)
+    )
+
+
+def output_problem(folder: Path) -> str | None:
+    """One line if the output folder cannot be made or written (read-only, not a folder, or
+    a disk nearly full), before Hydra writes anything there."""
+    existing = folder.expanduser().absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot write to {folder}: {existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"cannot write to {folder}: {error.strerror or error} ({existing})"
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        return (
+            f"cannot write to {folder}: only {free / 2**20:.0f} MB free on its disk "
+            f"({existing}); runs need room for checkpoints and results"
+        )
+    return None
+
+
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def launcher_problem(argv: list[str]) -> str | None:
+    """The SLURM launcher where there is no SLURM: one line, not submitit's traceback."""
+    for arg in argv:
+        slurm = arg.split("=", 1)[-1] in ("slurm", "submitit_slurm")
+        if arg.startswith("hydra/launcher=") and slurm and shutil.which("sbatch") is None:
+            return (
+                f"{arg} submits to SLURM, but there is no sbatch on this machine's PATH; "
+                "run it on the cluster's login node, or use hydra/launcher=submitit_local "
+                "or joblib here"
+            )
+    return None
+
+
+def preflight_problem(config: dict[str, Any], swept: dict[str, str]) -> str | None:
+    """For a sweep, the checks every run would make, made once on its first job: a setting
+    no run can pass stops the sweep before any job (settings the sweep varies do not)."""
+    try:
+        config = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
+        runner.preflight(config)
+    except (ConfigError, DataError) as error:
+        message = str(error)
+        # swept values named in the message (e.g. a swept target): words, not numbers
+        items = [i for v in swept.values() for i in v.split("=", 1)[-1].split(",")]
+        named = [i for i in items if len(i) >= 3 and not i.replace(".", "").isdigit()]
+        if any(key in message for key in swept) or any(i in message for i in named):
+            return None  # it depends on a swept value: the sweep reports it per run
+        return message
+    except Exception:
+        return None  # the jobs will report it, each in its result.json
     return None
 
 
@@ -166,10 +245,53 @@ def _register_job_config_dirs(hydra_cfg: Any) -> None:
             registry.add_search_dir(source.path)
 
 
+LAUNCHER_PID = "ICNN_BENCH_LAUNCHER_PID"  # the command that started a sweep's jobs
+
+
+def _stop_with_the_launcher() -> None:
+    """In a job run by another process (a joblib worker, a submitit job): exit as soon as
+    the command that launched the sweep is gone, so that a killed sweep leaves no job
+    training into its folder (files are written atomically: nothing is left half-written)."""
+    host, _, pid = os.environ.get(LAUNCHER_PID, "").rpartition(":")
+    launcher = int(pid) if pid.isdigit() else 0
+    if (
+        launcher in (0, os.getpid())
+        or host != socket.gethostname()  # a cluster job: it outlives the submitting command
+        or "SLURM_JOB_ID" in os.environ
+        or getattr(_stop_with_the_launcher, "watching", False)
+    ):
+        return
+    _stop_with_the_launcher.watching = True
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(launcher, 0)
+            except ProcessLookupError:
+                os._exit(143)
+            except PermissionError:
+                pass  # alive, another user's
+            threading.Event().wait(1.0)
+
+    threading.Thread(target=watch, name="icnn-bench-launcher-watch", daemon=True).start()
+
+
 def run_task(cfg: DictConfig) -> float | None:
     """One Hydra job = one run folder."""
     hydra_cfg = HydraConfig.get()
+    _stop_with_the_launcher()
     _register_job_config_dirs(hydra_cfg)
+    try:
+        return _run_task(cfg, hydra_cfg)
+    except OSError as error:  # full disk, read-only folder: one line, not a traceback
+        where = error.filename or hydra_cfg.runtime.output_dir
+        print(f"icnn-bench: cannot write to {where}: {error.strerror or error}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.RUN:
+            sys.exit(1)
+        return math.inf
+
+
+def _run_task(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     try:
@@ -242,6 +364,9 @@ def make_sinks(config: dict[str, Any], run_dir: Path, group: str | None = None) 
     return sinks
 
 
+_SWEEP_FAILURES: list[str] = []  # set by ReportCallback: the sweep's closing line, if any
+
+
 class ReportCallback(Callback):
     """After a multirun, aggregate its sweep folder and print the comparison table."""
 
@@ -254,12 +379,20 @@ class ReportCallback(Callback):
         except FileNotFoundError as error:
             print(f"icnn-bench: no report: {error}", file=sys.stderr)
             return
+        except OSError as error:
+            print(f"icnn-bench: cannot write the report to {sweep_dir}: {error.strerror}")
+            return
         _print_report(report)
+        if report.failures:
+            _SWEEP_FAILURES.append(report.failure_line())
 
 
 def _print_report(report) -> None:
     print()
-    print(_first_table(report.table_markdown))
+    if report.n_ok == 0:
+        print("no run finished: no table")
+    else:
+        print(_first_table(report.table_markdown))
     if report.verdicts:
         print()
         print("\n".join(report.verdicts))
@@ -282,13 +415,26 @@ _hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", versio
 
 
 def main() -> None:
+    # local jobs in other processes (joblib, submitit_local) watch this one
+    os.environ.setdefault(LAUNCHER_PID, f"{socket.gethostname()}:{os.getpid()}")
     for folder in config_dirs(sys.argv[1:]):
         registry.add_search_dir(folder)
     problem = unknown_choice(sys.argv[1:]) or composition_problem(sys.argv[1:])
     if problem is not None:
         print(f"icnn-bench: {problem}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        print(
+            "icnn-bench: interrupted; run the same command again to resume: finished runs "
+            "are kept, the others continue from their last checkpoint",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+    if _SWEEP_FAILURES:
+        print(f"icnn-bench: {_SWEEP_FAILURES[-1]}", file=sys.stderr)
+        sys.exit(1)
 
 
 def report_main(argv: list[str] | None = None) -> None:
@@ -308,4 +454,8 @@ def report_main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as error:
         print(f"icnn-bench-report: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:
+        where = error.filename or args.out or args.sweep_dir
+        print(f"icnn-bench-report: cannot write to {where}: {error.strerror}", file=sys.stderr)
+        sys.exit(1)
     _print_report(report)

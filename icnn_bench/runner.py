@@ -300,15 +300,34 @@ def finished_result(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | N
     return result
 
 
+MAX_SEED = 2**31 - 1  # derived seeds (streams, probes, batches) stay within torch's range
+
+
+def _checked_basics(config: dict[str, Any]) -> tuple[int, torch.device, TrainerSettings, Target]:
+    seed = config.get("seed")
+    checks.integer("seed", seed, minimum=0, maximum=MAX_SEED)
+    data_seed = (config.get("data") or {}).get("seed", seed)
+    checks.integer("data.seed", data_seed, minimum=0, maximum=MAX_SEED)
+    device = resolve_device(config.get("device", "auto"))
+    settings = TrainerSettings.from_dict(config["trainer"])
+    target = target_from_config(config["target"])
+    check_memory(config, target, settings)
+    return seed, device, settings, target
+
+
+def preflight(config: dict[str, Any]) -> None:
+    """What every run checks before training, without data or training: a sweep makes
+    these checks once, before any job (ConfigError / DataError)."""
+    seed, _, _, target = _checked_basics(config)
+    target.check_available()
+    model_from_config(config, target, seed)
+
+
 def prepare(config: dict[str, Any], run_dir: Path) -> Prepared:
     """Check the config and build data and model; fails (ConfigError, DataError) before
     any training."""
-    seed = config.get("seed")
-    checks.integer("seed", seed, minimum=0)
-    device = resolve_device(config.get("device", "auto"))
-    settings = TrainerSettings.from_dict(config["trainer"])
+    seed, device, settings, target = _checked_basics(config)
     data_cfg = config["data"]
-    target = target_from_config(config["target"])
     target.use_cache_dir(Path(run_dir).parent / ".cache")  # e.g. an encoder a sweep shares
     split = target.split(
         seed=data_cfg.get("seed", seed),
@@ -334,6 +353,63 @@ def prepare(config: dict[str, Any], run_dir: Path) -> Prepared:
     model.use_training_split(split.train)
     streaming = stream is True or (stream == "auto" and target.can_sample)
     return Prepared(seed, device, settings, target, split, model, streaming)
+
+
+def check_memory(config: dict[str, Any], target: Target, settings: TrainerSettings) -> None:
+    """Refuse, naming the setting, a run whose data or model would not fit in the memory
+    this machine has free (an estimate: the largest arrays, float32)."""
+    need = memory_estimate(config, target, settings)
+    total = sum(need.values())
+    free = available_memory()
+    if free is None or total <= free:
+        return
+    key = max(need, key=need.get)
+    raise ConfigError(
+        f"{key}={_lookup(config, key)!r} needs about {total / 2**30:.1f} GB (the run's "
+        f"largest arrays); this machine has {free / 2**30:.1f} GB free"
+    )
+
+
+def memory_estimate(
+    config: dict[str, Any], target: Target, settings: TrainerSettings
+) -> dict[str, float]:
+    """Bytes of the largest arrays, by the setting that scales them."""
+    data, model = config.get("data") or {}, config.get("model") or {}
+    dim = max(1, int(getattr(target, "dim", 1) or 1))
+    rows = {k: data.get(k) for k in ("n_train", "n_val", "n_test")}
+    need: dict[str, float] = {}
+    for key, n in rows.items():
+        if checks.is_int(n):
+            need[f"data.{key}"] = 4.0 * 2 * n * dim  # the draw and its split copy
+    width, depth = model.get("width"), model.get("depth")
+    if checks.is_int(width) and checks.is_int(depth) and width > 0 and depth > 0:
+        params = width * width * max(depth - 1, 1) + 3 * width * (dim + 1) * depth
+        body = (config.get("method") or {}).get("body")
+        factor = 4 * 4.0  # parameter, gradient and two Adam moments
+        if isinstance(body, list) and body and checks.is_int(body[-1]):
+            factor *= body[-1]  # the lift's readout emits every entry from the summary
+        need["model.width"] = factor * params
+        batch = settings.batch_size
+        need["trainer.batch_size"] = 4.0 * 6 * batch * width * depth * max(dim, 1)
+    return need
+
+
+def available_memory() -> float | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _lookup(config: dict[str, Any], key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def conclude(

@@ -85,7 +85,7 @@ def test_table_marks_the_best_method_and_counts_failures(sweep):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "gumbel"
     # 95% t-interval, n=2: 0.2 ± t(0.975, 1 dof) * 0.1414 / √2 = 0.2 ± 12.7062 * 0.1
-    assert cells[1].startswith("0.2000 ± 0.1414 [-1.0706, 1.4706] (n=2)")
+    assert cells[1].startswith("0.2000 ± 0.1414 [-1.0706, 1.4706] (n=2; n<3)")
     assert "1 running" in cells[1]
     assert not cells[1].startswith("**") and not cells[2].startswith("**")
     assert cells[3].startswith("**0.0600 ± 0.0141**") and "1 failed" in cells[3]

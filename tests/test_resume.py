@@ -64,6 +64,29 @@ def configs(tiny_config) -> dict[str, dict]:
         ),
         "pgd_halving": tiny_config("pgd", trainer={"lr_halve_every": 7}),
         "cpflow_stochastic": flow,
+        "cpflow_exact_lift": {
+            **copy.deepcopy(FLOW_2D),
+            "model": {**FLOW_2D["model"], "log_det": "exact"},
+            "method": {"name": "lift", "body": [8, 8, 12]},
+        },
+        "maf_reference": {
+            **copy.deepcopy(FLOW_2D),
+            "model": {"name": "maf_reference", "transforms": 2, "hidden": [16, 16]},
+        },
+        "lift_importance_flow": tiny_config(
+            "lift",
+            target={"name": "correlated_gaussian", "params": {"dim": 2, "rho": 0.5}},
+            log_z={
+                "estimator": "importance",
+                "proposal": "flow",
+                "flow": {"transforms": 1, "hidden": [16]},
+                "train_samples": 64,
+                "eval_samples": 256,
+            },
+        ),
+        "softplus_streaming_fresh_eval": tiny_config(
+            "lift", data={"stream": True}, trainer={"eval_pool": "batch", "eval_batch": 64}
+        ),
     }
 
 
@@ -77,7 +100,17 @@ def same_files(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "case", ["lift_quadrature", "softplus_importance_probe", "pgd_halving", "cpflow_stochastic"]
+    "case",
+    [
+        "lift_quadrature",
+        "softplus_importance_probe",
+        "pgd_halving",
+        "cpflow_stochastic",
+        "cpflow_exact_lift",
+        "maf_reference",
+        "lift_importance_flow",
+        "softplus_streaming_fresh_eval",
+    ],
 )
 def test_an_interrupted_run_resumed_matches_an_uninterrupted_one(tiny_config, tmp_path, case):
     config = configs(tiny_config)[case]

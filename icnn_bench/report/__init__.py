@@ -33,6 +33,17 @@ class Report:
     files: list[Path] = field(default_factory=list)
     verdicts: list[str] = field(default_factory=list)  # lift vs each baseline: wins/ties/losses
     unfinished: dict[str, int] = field(default_factory=dict)  # skipped runs by status
+    n_ok: int = 0
+    failures: list[str] = field(default_factory=list)  # the error of each failed/diverged run
+
+    def failure_line(self) -> str:
+        """'24 of 24 runs failed: <the commonest error> (24 times)'."""
+        errors = pd.Series(self.failures).fillna("(no error recorded)")
+        commonest, times = errors.value_counts().index[0], int(errors.value_counts().iloc[0])
+        return (
+            f"{len(self.failures)} of {self.n_runs} runs failed or diverged; the commonest "
+            f"error ({times}x): {commonest}"
+        )
 
 
 def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
@@ -43,12 +54,16 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir
     runs = collect_runs(sweep_dir)
     if runs.empty:
-        raise FileNotFoundError(f"no run folders (result.json or config.yaml) below {sweep_dir}")
+        raise FileNotFoundError(
+            f"no run folders below {sweep_dir} (a run folder holds a result.json, or the "
+            "config.yaml of a run in progress)"
+        )
     runs = label_variants(runs)
+    runs, dropped = drop_duplicates(runs)
     summary = summarise(runs)
     paired = paired_comparisons(runs)
     title = f"icnn-bench comparison: {sweep_dir.name}"
-    markdown = comparison_markdown(summary, title, paired)
+    markdown = comparison_markdown(summary, title, paired, notes=_notes(runs, dropped))
     names = ("runs.csv", "summary.csv", "paired.csv", "table.md", "table.tex")
     files = [out_dir / name for name in names]
     io.write_csv(files[0], runs)
@@ -77,10 +92,65 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
         verdicts=wins_lines(paired),
         unfinished={
             status: int((runs["status"] == status).sum())
-            for status in ("running", "interrupted")
+            for status in ("running", "interrupted", "unreadable")
             if (runs["status"] == status).any()
         },
+        n_ok=int((runs["status"] == "ok").sum()),
+        failures=[
+            str(e) if isinstance(e, str) else None
+            for e in runs.loc[runs["status"].isin(("failed", "diverged")), "error"]
+        ]
+        if "error" in runs
+        else [],
     )
+
+
+DUPLICATE_RULE = "the newest finished (ok) run of each, else the newest"
+
+
+def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run per (target, method, variant, seed): a folder holding two sweeps of the same
+    cells would otherwise count a cell's seed twice. Keeps DUPLICATE_RULE; returns the kept
+    runs and the dropped ones."""
+    if runs.empty:
+        return runs, runs.iloc[0:0]
+    frame = runs.copy()
+    frame["_ok"] = frame["status"] == "ok"
+    frame["_time"] = [_mtime(Path(d)) for d in frame["run_dir"]]
+    keys = ["target", "method", "variant", "seed"]
+    frame = frame.sort_values(["_ok", "_time"], ascending=False, kind="stable")
+    duplicated = frame.duplicated(subset=keys, keep="first") & frame["seed"].notna()
+    kept = frame[~duplicated].drop(columns=["_ok", "_time"])
+    dropped = frame[duplicated].drop(columns=["_ok", "_time"])
+    kept = kept.sort_values(keys, na_position="last").reset_index(drop=True)
+    return kept, dropped
+
+
+def _mtime(run_dir: Path) -> float:
+    for name in ("result.json", "config.yaml"):
+        try:
+            return (run_dir / name).stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def _notes(runs: pd.DataFrame, dropped: pd.DataFrame) -> list[str]:
+    notes = []
+    unreadable = runs[runs["status"] == "unreadable"]
+    if len(unreadable):
+        names = ", ".join(Path(d).name for d in unreadable["run_dir"])
+        notes.append(
+            f"{len(unreadable)} run folder(s) with an unreadable result.json, not counted "
+            f"in any cell: {names}"
+        )
+    if len(dropped):
+        names = ", ".join(Path(d).name for d in dropped["run_dir"])
+        notes.append(
+            f"{len(dropped)} duplicate run(s) of a cell and seed left out (kept "
+            f"{DUPLICATE_RULE}): {names}"
+        )
+    return notes
 
 
 def label_variants(runs: pd.DataFrame) -> pd.DataFrame:

@@ -12,31 +12,67 @@ RESULT = "result.json"
 CONFIG = "config.yaml"
 
 
+STATUSES = ("ok", "diverged", "failed", "interrupted")
+NAMES = ("target", "model", "method")  # strings in a readable result.json
+
+
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
-    """Folders below sweep_dir that hold a run: a result.json, or a config.yaml of a live run."""
+    """Folders below sweep_dir that look like run folders: a result.json, or a config.yaml
+    that names a target, a model and a method (a run still training). Hidden folders (Hydra's
+    .hydra, caches) are not runs."""
     sweep_dir = Path(sweep_dir)
-    dirs = {p.parent for p in sweep_dir.rglob(RESULT)} | {p.parent for p in sweep_dir.rglob(CONFIG)}
-    return sorted(d for d in dirs if not d.name.startswith("."))
+    found = {p.parent for p in sweep_dir.rglob(RESULT)}
+    found |= {p.parent for p in sweep_dir.rglob(CONFIG) if _is_run_config(p)}
+    return sorted(d for d in found if not any(part.startswith(".") for part in d.parts[-1:]))
+
+
+def _is_run_config(path: Path) -> bool:
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and all(
+        isinstance(config.get(k), dict) for k in ("target", "method")
+    )
+
+
+def read_result(path: Path) -> dict | None:
+    """A result.json as a dict with the contract's fields typed, or None if it is not one
+    (truncated, empty, random bytes, a list, null, wrongly typed fields)."""
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(row, dict) or row.get("status") not in STATUSES:
+        return None
+    if any(row.get(k) is not None and not isinstance(row.get(k), str) for k in NAMES):
+        return None
+    seed = row.get("seed")
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)):
+        return None
+    for key, value in row.items():  # a metric must be a number (or null) to be averaged
+        if key not in NAMES and isinstance(value, bool | list | dict):
+            row[key] = None
+    return row
 
 
 def collect_runs(sweep_dir: Path) -> pd.DataFrame:
-    """One row per run folder. Folders with no result.json yet have status 'running'."""
+    """One row per run folder. Folders with no result.json yet have status 'running'; one
+    whose result.json cannot be read is 'unreadable' (named from its folder and config)."""
     rows = []
     for run_dir in find_run_dirs(sweep_dir):
         path = run_dir / RESULT
+        config = _flat_config(run_dir)
+        named = {
+            "target": config.get("target.name"),
+            "model": config.get("model.name"),
+            "method": config.get("method.name"),
+            "seed": _int_or_none(config.get("seed")),
+        }
         if path.exists():
-            try:
-                row = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                row = {"status": "unreadable"}
+            row = read_result(path) or {**named, "status": "unreadable"}
         else:  # started, not finished: name it from its config
-            config = _flat_config(run_dir)
-            row = {
-                "target": config.get("target.name"),
-                "method": config.get("method.name"),
-                "seed": _int_or_none(config.get("seed")),
-                "status": "running",
-            }
+            row = {**named, "status": "running"}
         row["run_dir"] = str(run_dir)
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -84,7 +120,9 @@ def _overridden_keys(run_dir: Path) -> set[str] | None:
         return None
     try:
         overrides = yaml.safe_load(path.read_text()) or []
-    except yaml.YAMLError:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(overrides, list):
         return None
     return {str(o).split("=", 1)[0].lstrip("+~") for o in overrides if "=" in str(o)}
 
@@ -93,7 +131,9 @@ def _flat_config(run_dir: Path) -> dict[str, str]:
     path = run_dir / CONFIG
     try:
         config = yaml.safe_load(path.read_text()) if path.exists() else {}
-    except yaml.YAMLError:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        config = {}
+    if not isinstance(config, dict):
         config = {}
     flat: dict[str, str] = {}
 
@@ -117,8 +157,12 @@ def read_curves(runs: pd.DataFrame, filename: str = "metrics.csv") -> pd.DataFra
             continue
         try:
             curve = pd.read_csv(path)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError):
             continue
+        if "step" not in curve or curve.empty:
+            continue
+        curve["step"] = pd.to_numeric(curve["step"], errors="coerce")
+        curve = curve.dropna(subset=["step"])
         curve["target"], curve["method"], curve["seed"] = run.target, run.method, run.seed
         frames.append(curve)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

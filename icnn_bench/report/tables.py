@@ -92,6 +92,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             "failed": int(cell["status"].isin(FAILED).sum()),
             "running": int((cell["status"] == "running").sum()),
             "interrupted": int((cell["status"] == "interrupted").sum()),  # resumable
+            "unreadable": int((cell["status"] == "unreadable").sum()),
         }
         estimators = ok["log_z_estimator"] if "log_z_estimator" in ok else pd.Series(dtype=str)
         row["importance_runs"] = int((estimators == "importance").sum())
@@ -251,7 +252,7 @@ def _metric_rows(summary: pd.DataFrame, metric: str):
     rows = []
     groups = sorted(summary.groupby("target", sort=False), key=lambda g: natural_key(g[0]))
     for target, cells in groups:
-        unfinished = cells["failed"].sum() + cells["running"].sum() + cells["interrupted"].sum()
+        unfinished = sum(cells[k].sum() for k in ("failed", "running", "interrupted", "unreadable"))
         if cells[f"{metric}_n"].sum() == 0 and unfinished == 0:
             continue  # this metric does not exist for this target (e.g. grid KL in d > 2)
         by_method = {row.method: row for row in cells.itertuples()}
@@ -294,7 +295,7 @@ def _cell(row, metric: str, bold: bool) -> str:
         text = _fmt(mean) + (f" ± {_fmt(std)}" if n > 1 else "")
         text = f"**{text}**" if bold else text
         text += f" [{_fmt(low)}, {_fmt(high)}]" if n > 1 else ""
-        text += f" (n={n})"
+        text += f" (n={n}; n<3)" if n == 2 else f" (n={n})"
         if metric in ("test_nll", "kl_mc") and getattr(row, "importance_runs", 0):
             text += f" [IS: se {_fmt(row.log_z_se_mean)}, M={row.log_z_samples}]"
     notes = _failure_notes(row)
@@ -309,6 +310,8 @@ def _failure_notes(row) -> list[str]:
         notes.append(f"{row.running} running")
     if getattr(row, "interrupted", 0):
         notes.append(f"{row.interrupted} interrupted")
+    if getattr(row, "unreadable", 0):
+        notes.append(f"{row.unreadable} unreadable")
     return notes
 
 
@@ -384,7 +387,10 @@ def _paired_cell(row, number=None, too_few: str = "n<2", p_value=None) -> str:
 
 
 def comparison_markdown(
-    summary: pd.DataFrame, title: str, paired: pd.DataFrame | None = None
+    summary: pd.DataFrame,
+    title: str,
+    paired: pd.DataFrame | None = None,
+    notes: list[str] | None = None,
 ) -> str:
     """All metric tables in one markdown document, then the paired section if there is a lift."""
     parts = [
@@ -392,8 +398,12 @@ def comparison_markdown(
         "",
         f"Mean ± std [{LEVEL:.0%} t-interval over seeds: Student t, n − 1 dof] (n = successful",
         "runs); **bold** = lowest mean in the row; failed or diverged runs are counted in brackets",
-        "and left out of the mean.",
+        "and left out of the mean. An interval over fewer than 3 seeds is marked (n<3): with",
+        "1 or 2 degrees of freedom it is too wide to say much, and it is not clipped (a KL",
+        "interval may reach below 0).",
     ]
+    for note in notes or []:
+        parts += ["", f"**Note:** {note}."]
     if "importance_runs" in summary and summary["importance_runs"].sum() > 0:
         parts += [
             "",

@@ -7,12 +7,15 @@ from typing import Any
 
 from tqdm import tqdm
 
+from icnn_bench.errors import ConfigError
 from icnn_bench.sinks.base import Sink
 
 
 class ConsoleSink(Sink):
     def __init__(self, progress: bool | str = "auto") -> None:
-        self.progress = sys.stderr.isatty() if progress == "auto" else bool(progress)
+        if progress not in (True, False, "auto"):
+            raise ConfigError(f"logger.progress={progress!r}; choose one of: auto, true, false")
+        self.progress = sys.stderr.isatty() if progress == "auto" else progress
         self._bar: tqdm | None = None
         self._step = 0
         self._label = ""

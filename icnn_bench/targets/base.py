@@ -50,6 +50,9 @@ class Target(ABC):
         """Latents -> data (e.g. 8x8 images) where `can_decode`."""
         raise NotImplementedError(f"target {self.name} has nothing to decode to")
 
+    def check_available(self) -> None:  # noqa: B027 (optional capability)
+        """Raise a DataError if the data cannot be read (e.g. files the user must supply)."""
+
     def use_cache_dir(self, folder) -> None:  # noqa: B027 (optional capability)
         """Where to keep what is costly to fit (default: nothing to keep)."""
 

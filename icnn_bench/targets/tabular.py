@@ -268,6 +268,9 @@ class Hepmass(Target):
     def sample(self, n: int, seed: int) -> Tensor:
         raise TargetError("hepmass is a fixed data set; it cannot draw new samples")
 
+    def check_available(self) -> None:
+        self._paths()
+
     def split(self, seed: int, n_train: int | None, n_val: int | None, n_test: int | None) -> Split:
         """The fixed MAF split (`seed` is ignored); None sizes take whole parts."""
         sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
