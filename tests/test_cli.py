@@ -4,6 +4,7 @@ tiny multirun through the real console script writes run folders and the report.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -81,10 +82,16 @@ def test_unknown_group_choice_is_found_before_hydra_runs():
     assert unknown_choice(["model.width=3", "hydra/launcher=basic"]) is None
 
 
-def icnn_bench(*args: str, cwd) -> subprocess.CompletedProcess:
+def icnn_bench(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
     script = "from icnn_bench.cli import main; main()"
+    environment = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
     )
 
 
