@@ -21,7 +21,13 @@ from icnn_bench.models.icnn import ICNNSpec, init_params
 from icnn_bench.runner import prepare, run
 from icnn_bench.targets import Split, build_target
 
-SAMPLER = {"estimator": "learned_sampler", "warmup_steps": 20, "train_samples": 256}
+SAMPLER = {
+    "estimator": "learned_sampler",
+    "warmup_steps": 20,
+    "train_samples": 256,
+    "max_steps": 4,
+    "eval_nodes": 1000,
+}
 
 
 def quadratic(scale: float, shift: float):
@@ -30,7 +36,7 @@ def quadratic(scale: float, shift: float):
 
 def test_the_learned_sampler_log_z_converges_to_quadrature_on_a_fixed_energy():
     target = build_target("gaussian")  # only its box matters: the reference grid
-    cfg = {**SAMPLER, "warmup_steps": 400, "train_samples": 2048, "lr": 1e-2}
+    cfg = {**SAMPLER, "warmup_steps": 300, "train_samples": 1024, "lr": 1e-2}
     estimator = log_z_from_config(cfg, target, seed=0)
     energy = quadratic(scale=0.5, shift=4.0)
     exact = math.log(0.5 * math.sqrt(2 * math.pi))
