@@ -72,10 +72,8 @@ class TrainerSettings:
                 f"trainer.eval_pool={self.eval_pool!r}; use split, batch or a positive integer"
             )
         checks.integer("trainer.eval_batch", self.eval_batch)
-        if self.eval_every > self.steps:
-            raise ConfigError(
-                f"trainer.eval_every={self.eval_every} exceeds trainer.steps={self.steps}"
-            )
+        if self.eval_every > self.steps:  # a short run evaluates at its end (and at 0)
+            object.__setattr__(self, "eval_every", self.steps)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> TrainerSettings:

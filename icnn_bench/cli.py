@@ -423,6 +423,12 @@ def main() -> None:
     if problem is not None:
         print(f"icnn-bench: {problem}", file=sys.stderr)
         sys.exit(2)
+    if "--cfg" in sys.argv[1:] or "-c" in sys.argv[1:]:
+        _print_sweep_axes(sys.argv[1:])
+    if any(arg == "hydra/launcher=submitit_local" for arg in sys.argv[1:]) and not any(
+        arg.startswith("hydra.sweeper.max_batch_size=") for arg in sys.argv[1:]
+    ):  # submitit_local starts a batch's jobs at once: one batch per core
+        sys.argv.append(f"hydra.sweeper.max_batch_size={os.cpu_count() or 1}")
     try:
         _hydra_main()
     except KeyboardInterrupt:
@@ -435,6 +441,44 @@ def main() -> None:
     if _SWEEP_FAILURES:
         print(f"icnn-bench: {_SWEEP_FAILURES[-1]}", file=sys.stderr)
         sys.exit(1)
+
+
+def _print_sweep_axes(argv: list[str]) -> None:
+    """With --cfg on a sweep: say what will run (its axes and job count) before the config
+    of its first job, which is all Hydra prints."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in _without_config_dir(argv) if not a.startswith("-") and "=" in a]
+    overrides = [a for a in overrides if a.split("=", 1)[0] not in ("--cfg", "-c")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        first = []
+        for override in parsed:
+            if override.is_sweep_override():
+                value = next(iter(override.sweep_string_iterator()))
+                first.append(f"{override.get_key_element()}={value}")
+            else:
+                first.append(override.input_line)
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=first, return_hydra_config=True)
+    except Exception:
+        return
+    multirun = "-m" in argv or "--multirun" in argv or cfg.hydra.mode == RunMode.MULTIRUN
+    if not multirun:
+        return
+    axes = {str(k): str(v) for k, v in (cfg.hydra.sweeper.get("params") or {}).items()}
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            axes[key] = ",".join(str(v) for v in override.sweep_string_iterator())
+        elif key in axes:
+            axes[key] = (
+                override.value() if isinstance(override.value(), str) else str(override.value())
+            )
+    jobs = math.prod(len(v.split(",")) for v in axes.values()) if axes else 1
+    print(f"# a sweep of {jobs} jobs over: {'  '.join(f'{k}={v}' for k, v in axes.items())}")
+    print("# the config below is its first job's")
 
 
 def report_main(argv: list[str] | None = None) -> None:

@@ -174,7 +174,6 @@ def test_non_finite_parameters_stop_even_under_skip_step(tiny_config, tmp_path, 
         ({"model": {"width": -3}}, "model.width=-3 must be a positive integer"),
         ({"model": {"depth": 0}}, "model.depth=0 must be a positive integer"),
         ({"trainer": {"lr": 0}}, "trainer.lr=0 must be a positive number"),
-        ({"trainer": {"eval_every": 50}}, "trainer.eval_every=50 exceeds trainer.steps=20"),
         ({"target": {"name": "skewnormal", "params": {"scale": 0}}}, "scale=0"),
         ({"device": "tpu"}, "device='tpu'; choose one of: auto, cpu, cuda"),
         ({"model": {"init": "xavier"}}, "unknown model.init='xavier'"),
@@ -225,3 +224,9 @@ def test_clipping_equals_torch_clip_grad_norm_bit_for_bit(scale):
     torch.testing.assert_close(total, expected, rtol=0, atol=0, equal_nan=True)
     for mine, reference in zip(ours, theirs, strict=True):
         torch.testing.assert_close(mine.grad, reference.grad, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_run_shorter_than_its_evaluation_cadence_evaluates_at_its_end(tiny_config, tmp_path):
+    result = run(tiny_config(trainer={"eval_every": 50}), tmp_path)
+    assert result["status"] == "ok"
+    assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [0, 20]

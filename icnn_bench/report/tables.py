@@ -98,6 +98,9 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         row["importance_runs"] = int((estimators == "importance").sum())
         se = pd.to_numeric(ok.get("log_z_se", pd.Series(dtype=float)), errors="coerce").dropna()
         row["log_z_se_mean"] = float(se.mean()) if len(se) else math.nan
+        for key in ("n_params", "train_s", "steps_per_s"):  # what each method costs
+            values = pd.to_numeric(ok.get(key, pd.Series(dtype=float)), errors="coerce").dropna()
+            row[f"{key}_mean"] = float(values.mean()) if len(values) else math.nan
         samples = pd.to_numeric(ok.get("log_z_samples", pd.Series(dtype=float)), errors="coerce")
         row["log_z_samples"] = int(samples.max()) if samples.notna().any() else 0
         for metric, _ in METRICS:
@@ -275,27 +278,35 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str | None:
     if not _has_metric(summary, metric):
         return None
     methods, rows = _metric_rows(summary, metric)
+    common = common_n(summary, metric)
     lines = ["| target | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for target, by_method, best in rows:
         entries = [
-            "—" if m not in by_method else _cell(by_method[m], metric, bold=(m == best))
+            "—" if m not in by_method else _cell(by_method[m], metric, m == best, common)
             for m in methods
         ]
         lines.append(f"| {target} | " + " | ".join(entries) + " |")
     return "\n".join(lines)
 
 
-def _cell(row, metric: str, bold: bool) -> str:
-    mean, std, low, high, n = (
-        getattr(row, f"{metric}_{k}") for k in ("mean", "std", "ci_low", "ci_high", "n")
-    )
+def common_n(summary: pd.DataFrame, metric: str) -> int:
+    """The number of seeds most cells of a table have (cells with another say theirs)."""
+    counts = summary[f"{metric}_n"]
+    counts = counts[counts > 0]
+    return int(counts.mode().iloc[0]) if len(counts) else 0
+
+
+def _cell(row, metric: str, bold: bool, common: int = -1) -> str:
+    mean, std, n = (getattr(row, f"{metric}_{k}") for k in ("mean", "std", "n"))
     if n == 0:
         text = "—"
     else:
         text = _fmt(mean) + (f" ± {_fmt(std)}" if n > 1 else "")
         text = f"**{text}**" if bold else text
-        text += f" [{_fmt(low)}, {_fmt(high)}]" if n > 1 else ""
-        text += f" (n={n}; n<3)" if n == 2 else f" (n={n})"
+        if n == 2:
+            text += " (n=2; n<3)"
+        elif n != common:
+            text += f" (n={n})"
         if metric in ("test_nll", "kl_mc") and getattr(row, "importance_runs", 0):
             text += f" [IS: se {_fmt(row.log_z_se_mean)}, M={row.log_z_samples}]"
     notes = _failure_notes(row)
@@ -315,13 +326,19 @@ def _failure_notes(row) -> list[str]:
     return notes
 
 
+SIGNIFICANT = 4  # digits of every number in a table: 0.0006625, 0.01500, 1.576, 27.93
+
+
 def _fmt(value: float) -> str:
     if math.isnan(value):
         return "nan"
     magnitude = abs(value)
-    if magnitude != 0 and (magnitude < 1e-3 or magnitude >= 1e4):
-        return f"{value:.2e}"
-    return f"{value:.4f}"
+    if magnitude == 0:
+        return "0"
+    if magnitude < 1e-6 or magnitude >= 1e6:
+        return f"{value:.{SIGNIFICANT - 1}e}"
+    decimals = max(0, SIGNIFICANT - 1 - math.floor(math.log10(magnitude)))
+    return f"{value:.{decimals}f}"
 
 
 def _signed(value: float) -> str:
@@ -396,11 +413,11 @@ def comparison_markdown(
     parts = [
         f"# {title}",
         "",
-        f"Mean ± std [{LEVEL:.0%} t-interval over seeds: Student t, n − 1 dof] (n = successful",
-        "runs); **bold** = lowest mean in the row; failed or diverged runs are counted in brackets",
-        "and left out of the mean. An interval over fewer than 3 seeds is marked (n<3): with",
-        "1 or 2 degrees of freedom it is too wide to say much, and it is not clipped (a KL",
-        "interval may reach below 0).",
+        "Mean ± std over seeds (the successful runs; a cell with fewer seeds than the table's",
+        "others says how many); **bold** = lowest mean in the row; failed or diverged runs are",
+        f"counted in brackets and left out of the mean. {LEVEL:.0%} t-intervals over seeds are in",
+        "summary.csv and, for the lift against each baseline, below. A cell of 2 seeds is marked",
+        "n<3: an interval with 1 degree of freedom says little (and is never clipped).",
     ]
     for note in notes or []:
         parts += ["", f"**Note:** {note}."]
@@ -415,10 +432,35 @@ def comparison_markdown(
         table = markdown_table(summary, metric)
         if table is not None:
             parts += ["", f"## {heading}", "", table]
+    cost = cost_markdown(summary)
+    if cost is not None:
+        parts += ["", cost]
     section = paired_markdown(paired) if paired is not None else None
     if section is not None:
         parts += ["", section]
     return "\n".join(parts) + "\n"
+
+
+def cost_markdown(summary: pd.DataFrame) -> str | None:
+    """Per method, over the table's cells: trainable parameters, training time, steps/s."""
+    if summary.empty or "train_s_mean" not in summary or summary["train_s_mean"].isna().all():
+        return None
+    lines = [
+        "## Cost per method (mean over the cells above)",
+        "",
+        "| method | trainable params | train time, s | steps/s |",
+        "|---|---|---|---|",
+    ]
+    for method in method_order(summary["method"].unique()):
+        rows = summary[summary["method"] == method]
+        params = rows["n_params_mean"].mean()
+        cells = [
+            "—" if math.isnan(params) else f"{params:,.0f}",
+            _fmt(rows["train_s_mean"].mean()),
+            _fmt(rows["steps_per_s_mean"].mean()),
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- LaTeX
