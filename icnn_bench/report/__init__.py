@@ -66,7 +66,9 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
     markdown = comparison_markdown(summary, title, paired, notes=_notes(runs, dropped))
     names = ("runs.csv", "summary.csv", "paired.csv", "table.md", "table.tex")
     files = [out_dir / name for name in names]
-    io.write_csv(files[0], runs)
+    from icnn_bench.api import with_swept_columns
+
+    io.write_csv(files[0], with_swept_columns(runs))  # swept settings as typed columns
     io.write_csv(files[1], summary)
     io.write_csv(files[2], paired)
     io.write_text(files[3], markdown)

@@ -1,0 +1,180 @@
+"""The Python API: a finished run as a model to evaluate, a sweep as tidy data frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch import Tensor
+
+from icnn_bench.models.base import DensityModel
+
+
+class TrainedModel:
+    """A finished run's model under its evaluation (pinned) emission, with the run's config,
+    result and target. Inputs may be tensors or numpy arrays of any float dtype, shaped
+    (n, d), or (n,) for a 1-D model; everything else the model has is reachable as well."""
+
+    def __init__(self, model: DensityModel, config: dict, result: dict, target: Any) -> None:
+        self.model, self.config, self.result, self.target = model, config, result, target
+
+    @property
+    def dim(self) -> int:
+        return int(self.target.dim)
+
+    def log_prob(self, x, grad: bool = False) -> Tensor:
+        """Normalised log-density, (n,). grad=True keeps the graph to x (e.g. for scores)."""
+        return self._log_prob(self._input(x, grad), grad)
+
+    def score(self, x) -> Tensor:
+        """grad_x log p(x), (n, d)."""
+        x = self._input(x, grad=True)
+        (grad,) = torch.autograd.grad(self._log_prob(x, grad=True).sum(), x)
+        return grad
+
+    def _log_prob(self, x: Tensor, grad: bool) -> Tensor:
+        if not grad:
+            return self.model.log_prob(x)
+        if hasattr(self.model, "energy"):  # an EBM: -E(x) - log Z, with E differentiable
+            return -self.model.energy(x) - self.model.log_z()
+        with torch.enable_grad():
+            return self.model._log_prob(x, conditioning=None, mode="exact", training=False)
+
+    def energy(self, x) -> Tensor:
+        """E(x) under the evaluation weights (EBMs)."""
+        if not hasattr(self.model, "energy"):
+            raise AttributeError(
+                f"a {self.config['model']['name']} run has no energy; use log_prob"
+            )
+        return self.model.energy(self._input(x, grad=False))
+
+    def sample(self, n: int, seed: int = 0) -> Tensor:
+        """n draws: by inverting a flow, or by MALA chains for an EBM (started at the
+        training split's first rows when they are at hand, else at the origin)."""
+        generator = torch.Generator().manual_seed(seed)
+        return self.model.sample(n, generator)
+
+    def __getattr__(self, name: str) -> Any:  # the model's own attributes and methods
+        return getattr(self.__dict__["model"], name)
+
+    def _input(self, x, grad: bool) -> Tensor:
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        x = torch.as_tensor(x)
+        if not torch.is_floating_point(x):
+            x = x.float()
+        x = x.to(dtype=torch.float32, device=self.model.device)
+        if x.dim() == 1 and self.dim == 1:
+            x = x[:, None]
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(
+                f"expected points of shape (n, {self.dim})"
+                + (" or (n,)" if self.dim == 1 else "")
+                + f"; got {tuple(x.shape)}"
+            )
+        return x.detach().requires_grad_(grad)
+
+
+def load_run(run_dir: str | Path, config_dir: str | Path | None = None) -> TrainedModel:
+    """The trained model of a finished run, with `log_prob(x)` (and `energy(x)` for EBMs).
+
+    Evaluation uses the run's pinned emission (for the lift: the summary pooled over the
+    training split), so the model is one fixed, normalised convex energy. `config_dir`: the
+    folder of a method or target of your own (as given to --config-dir), to import it from.
+    """
+    from icnn_bench import registry
+    from icnn_bench.build import model_from_config, target_from_config
+
+    if config_dir is not None:
+        registry.add_search_dir(config_dir)
+    run_dir = Path(run_dir)
+    result_path, weights_path = run_dir / "result.json", run_dir / "weights.pt"
+    for path in (run_dir / "config.yaml", result_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; is {run_dir} a finished run folder?")
+    result = json.loads(result_path.read_text())
+    status = result.get("status") if isinstance(result, dict) else None
+    if status != "ok" or not weights_path.exists():
+        raise FileNotFoundError(f"{run_dir} holds no trained weights (run status: {status})")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    target = target_from_config(config["target"])
+    model = model_from_config(config, target, config["seed"])
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    model.set_pinned_state(state["pinned"])
+    return TrainedModel(model.eval(), config, result, target)
+
+
+def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per run folder below `sweep_dir` (complete or not): result.json's fields,
+    the run folder, and each setting the sweep varied as a typed column of its own
+    (`trainer.lr` a float, `model.depth` an int), next to `method` and `target` as named."""
+    from icnn_bench.report import label_variants
+    from icnn_bench.report.collect import collect_runs
+
+    runs = collect_runs(Path(sweep_dir))
+    if runs.empty:
+        raise FileNotFoundError(f"no run folders below {sweep_dir}")
+    return with_swept_columns(label_variants(runs))
+
+
+def load_curves(sweep_dir: str | Path) -> pd.DataFrame:
+    """Every evaluation row of every run, long form: run_dir, target, method, seed, the
+    swept settings, step, metric, value."""
+    runs = load_sweep(sweep_dir)
+    swept = [c for c in runs.columns if "." in c]
+    frames = []
+    for run in runs.to_dict("records"):
+        try:
+            curve = pd.read_csv(Path(run["run_dir"]) / "metrics.csv")
+        except (OSError, UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError):
+            continue
+        if "step" not in curve or curve.empty:
+            continue
+        long = curve.melt(id_vars=["step"], var_name="metric").dropna(subset=["value"])
+        long["target"], long["method"] = run["target_name"], run["method_name"]
+        for key in ("run_dir", "seed", *swept):
+            long[key] = run.get(key)
+        frames.append(long)
+    columns = ["run_dir", "target", "method", "seed", *swept, "step", "metric", "value"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def with_swept_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """Parse each run's `variant` ("trainer.lr=0.01,model.depth=2") into typed columns."""
+    runs = runs.copy()
+    parsed = [_settings(v) for v in runs.get("variant", pd.Series([""] * len(runs))).fillna("")]
+    for key in sorted({k for p in parsed for k in p}):
+        values = [p.get(key) for p in parsed]
+        runs[key] = pd.Series(values, index=runs.index, dtype=_dtype(values))
+    return runs
+
+
+def _settings(variant: str) -> dict[str, Any]:
+    out = {}
+    for part in str(variant).split(","):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            try:
+                out[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                out[key] = value
+    return out
+
+
+def _dtype(values: list[Any]) -> str:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return "boolean"
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return "Int64"
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return "float64"
+    return "object"
