@@ -24,7 +24,7 @@ from torch.func import functional_call, vmap
 from icnn_bench.build import TrainerSettings
 from icnn_bench.checkpoint import Checkpoints, global_rng_state, set_global_rng_state
 from icnn_bench.diagnostics import ShoulderDwell, grad_norm, probe_cross_covariance
-from icnn_bench.evaluation import EvaluationPool, validation_nll
+from icnn_bench.evaluation import EvaluationPool, validation_metrics
 from icnn_bench.log_z.base import NonFiniteWeights
 from icnn_bench.models.base import DensityModel
 from icnn_bench.sinks.base import Sink
@@ -112,7 +112,7 @@ class SeedRun:
         row = {
             "step": step,
             "train_loss": float(window.nanmean()) if step > last else math.nan,
-            "val_nll": validation_nll(model, self.split, pool),
+            **validation_metrics(model, self.split, pool, self.pools.target),
             "dead_frac": model.dead_fraction(),
             "grad_norm": state.constrained_grad,
             **model.diagnostics(pool),

@@ -15,6 +15,7 @@ from icnn_bench.report.figures import (
     dimension_figure,
     dwell_figure,
     heatmap_figure,
+    loss_figure,
 )
 from icnn_bench.report.tables import (
     comparison_latex,
@@ -75,8 +76,16 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
     io.write_text(files[4], comparison_latex(summary, paired, title))
     curves = read_curves(runs)
     made = [
-        curve_figure(curves, "val_nll", "validation NLL (nats)", out_dir / "loss_curves.png"),
-        curve_figure(curves, "dead_frac", "dead fraction", out_dir / "dead_fraction.png"),
+        loss_figure(curves, out_dir / "loss_curves.png"),
+        curve_figure(
+            curves,
+            "dead_frac",
+            "dead fraction",
+            out_dir / "dead_fraction.png",
+            caption="two definitions: pgd, the share of constrained entries exactly at 0 after "
+            "projection (no gradient on that side); softplus and lift-type methods, the share "
+            "on the shoulder (sigmoid(u) < 0.05, a vanishing gradient)",
+        ),
         density_figure(runs, out_dir / "densities.png"),
         heatmap_figure(runs, out_dir / "densities_2d.png"),
         dimension_figure(runs, out_dir / "by_dimension.png"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -45,65 +46,124 @@ def _colour(method: str, index: int) -> str:
 def _panels(n: int, width: float = 3.6, height: float = 2.8):
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(width * cols, height * rows + 0.6),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat)
 
 
+LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def _styles(labels: list[str]) -> dict[str, tuple[str, str]]:
+    """One hue per method, one line style per variant of it ("lift [trainer.lr=0.01]")."""
+    styles, variants = {}, {}
+    for i, label in enumerate(labels):
+        base = str(label).split(" [")[0]
+        seen = variants.setdefault(base, [])
+        seen.append(label)
+        styles[label] = (_colour(base, i), LINE_STYLES[(len(seen) - 1) % len(LINE_STYLES)])
+    return styles
+
+
+def _legend(fig, axes, caption: str | None = None) -> None:
+    handles, labels = [], []
+    for ax in axes:  # every method that appears anywhere, once
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if handles:
+        fig.legend(
+            handles, labels, loc="outside upper center", ncol=min(len(labels), 6), frameon=False
+        )
+    if caption:
+        width = max(60, int(fig.get_figwidth() * 14))  # characters that fit the figure
+        fig.supxlabel(textwrap.fill(caption, width), fontsize=8, color="0.3")
+
+
 def curve_figure(
-    curves: pd.DataFrame, metric: str, ylabel: str, path: Path, log_y: bool = False
+    curves: pd.DataFrame,
+    metric: str,
+    ylabel: str,
+    path: Path,
+    log_y: bool = False,
+    relative: bool = False,
+    caption: str | None = None,
 ) -> Path | None:
-    """One panel per target, one colour per method: mean over seeds with a min-max band."""
-    if curves.empty or metric not in curves:
+    """One panel per target, one hue per method (a line style per variant): the median over
+    seeds with an inter-quartile band. `relative`: minus the best final median of the panel
+    (how far each method is from the best one, on a symmetric-log axis)."""
+    if curves.empty or metric not in curves or curves[metric].notna().sum() == 0:
         return None
     targets = sorted(curves["target"].dropna().unique(), key=natural_key)
     methods = method_order(curves["method"].unique())
+    styles = _styles(methods)
     fig, axes = _panels(len(targets))
     for ax, target in zip(axes, targets, strict=False):
-        shown = []
-        for i, method in enumerate(methods):
-            cell = curves[(curves["target"] == target) & (curves["method"] == method)]
-            stats = cell.groupby("step")[metric].agg(["mean", "min", "max", "count"]).dropna()
-            if stats.empty:
-                continue
-            colour = _colour(method, i)
-            label = f"{method} ({cell['seed'].nunique()} seeds)"
-            ax.plot(stats.index, stats["mean"], color=colour, label=label, lw=1.5)
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.2)
-            shown.append(stats)
-        if shown and not log_y:
-            _robust_ylim(ax, pd.concat(shown))
+        panel = curves[curves["target"] == target]
+        stats = {
+            method: panel[panel["method"] == method]
+            .groupby("step")[metric]
+            .quantile([0.25, 0.5, 0.75])
+            .unstack()
+            .dropna()
+            for method in methods
+        }
+        stats = {m: st for m, st in stats.items() if not st.empty}
+        offset = min(float(st[0.5].iloc[-1]) for st in stats.values()) if relative and stats else 0
+        for method, st in stats.items():
+            colour, style = styles[method]
+            seeds = panel.loc[panel["method"] == method, "seed"].nunique()
+            ax.plot(st.index, st[0.5] - offset, color=colour, ls=style, lw=1.5, label=method)
+            ax.fill_between(
+                st.index, st[0.25] - offset, st[0.75] - offset, color=colour, alpha=0.18, lw=0
+            )
+            ax.annotate(f"n={seeds}", (st.index[-1], st[0.5].iloc[-1] - offset), fontsize=6,
+                        color=colour, xytext=(2, 0), textcoords="offset points")  # fmt: skip
         if log_y:
             ax.set_yscale("log")
+        elif relative:
+            ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_title(short_label(target), fontsize=10)
         ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        [lab.split(" (")[0] for lab in labels],
-        loc="upper center",
-        ncol=len(labels),
-        bbox_to_anchor=(0.5, 1.04),
-        frameon=False,
-    )
-    fig.suptitle("shaded: min-max over seeds; line: mean", y=-0.01, fontsize=8)
-    fig.tight_layout()
+    _legend(fig, axes, caption or "line: median over seeds; band: inter-quartile range")
     io.save_figure(path, fig)
     plt.close(fig)
     return path
 
 
-def _robust_ylim(ax, stats: pd.DataFrame) -> None:
-    """Keep the first evaluations' huge values from flattening the rest of the curve."""
-    low = float(stats["min"].min())
-    late = stats[stats.index >= stats.index.max() * 0.1]
-    high = float(late["max"].quantile(0.95)) if not late.empty else float(stats["max"].max())
-    if math.isfinite(low) and math.isfinite(high) and high > low:
-        pad = 0.08 * (high - low)
-        ax.set_ylim(low - pad, high + pad)
+def loss_figure(curves: pd.DataFrame, path: Path) -> Path | None:
+    """The gap between methods: KL to the truth on the grid (log axis) where it is known,
+    else the validation NLL minus the panel's best final value."""
+    if "kl" in curves and curves["kl"].notna().any():
+        known = curves[curves.groupby("target")["kl"].transform("count") > 0]
+        return curve_figure(
+            known,
+            "kl",
+            "KL(target ‖ model), grid",
+            path,
+            log_y=True,
+            caption="KL on the quadrature grid at each evaluation (exact up to the grid); "
+            "line: median over seeds, band: inter-quartile range",
+        )
+    return curve_figure(
+        curves,
+        "val_nll",
+        "val NLL − best final (nats)",
+        path,
+        relative=True,
+        caption="validation NLL minus the best method's final median; line: median over "
+        "seeds, band: inter-quartile range",
+    )
 
 
 def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
@@ -138,16 +198,7 @@ def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_title(title if seed is None else f"{title} (seed {seed})", fontsize=10)
         ax.set_xlabel("x")
         ax.set_ylabel("density")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        ncol=len(labels),
-        bbox_to_anchor=(0.5, 1.04),
-        frameon=False,
-    )
-    fig.tight_layout()
+    _legend(fig, axes, "grey: the target's density; lines: each method's fit (one seed)")
     io.save_figure(path, fig)
     plt.close(fig)
     return path
@@ -167,8 +218,13 @@ def heatmap_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     methods = method_order({m for _, m in fits})
     cols = len(methods) + 1
     fig, axes = plt.subplots(
-        len(targets), cols, figsize=(2.4 * cols, 2.4 * len(targets)), squeeze=False
+        len(targets),
+        cols,
+        figsize=(2.4 * cols + 0.8, 2.4 * len(targets) + 0.4),
+        squeeze=False,
+        layout="constrained",
     )
+    panels = []
     for row, target in zip(axes, targets, strict=True):
         seeds = [{s for s, _ in fits.get((target, m), [])} for m in methods]
         common = set.intersection(*[s for s in seeds if s])
@@ -184,17 +240,24 @@ def heatmap_figure(runs: pd.DataFrame, path: Path) -> Path | None:
         images = [_data_panel(first, runs, target, side)]
         images += [(f"{m} (seed {s})", t["model"]) for m, (s, t) in tables.items()]
         for ax, (title, values) in zip(row, images, strict=False):
-            if values is not None:  # each panel on its own scale: shapes, not peak heights
+            if values is not None:
                 grid = np.asarray(values).reshape(side, side).T  # rows = y
-                top = max(float(np.nanpercentile(grid, 99.8)), 1e-12)
-                ax.imshow(grid, origin="lower", extent=extent, cmap="magma", vmin=0, vmax=top)
+                panels.append((ax, grid, extent))
             ax.set_title(title, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
         for ax in row[len(images) :]:
             ax.set_visible(False)
         row[0].set_ylabel(short_label(target), fontsize=10)
-    fig.tight_layout()
+    # one colour scale for the whole figure (a square-root scale, so that a flat density
+    # stays visible next to a peaked one), with its colour bar
+    top = max(max(float(np.nanpercentile(g, 99.8)) for _, g, _ in panels), 1e-12)
+    norm = matplotlib.colors.PowerNorm(gamma=0.5, vmin=0, vmax=top)
+    image = None
+    for ax, grid, extent in panels:
+        image = ax.imshow(grid, origin="lower", extent=extent, cmap="magma", norm=norm)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="density (square-root scale)")
     io.save_figure(path, fig)
     plt.close(fig)
     return path
@@ -247,6 +310,8 @@ def dwell_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     if not tables:
         return None
     frame = pd.concat(tables, ignore_index=True)
+    if frame["dwell_steps"].nunique() < 2:  # every spell one evaluation long: nothing to see
+        return None
     targets = sorted(frame["target"].unique(), key=natural_key)
     methods = method_order(frame["method"].unique())
     fig, axes = _panels(len(targets))
@@ -262,16 +327,13 @@ def dwell_figure(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("steps on the shoulder")
         ax.set_ylabel("share of spells still on it")
         ax.set_ylim(0, 1.02)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        ncol=max(1, len(labels)),
-        frameon=False,
-        bbox_to_anchor=(0.5, 1.04),
+    _legend(
+        fig,
+        axes,
+        "Kaplan-Meier survival of shoulder spells (seeds pooled): of the constrained entries "
+        "that fell on the softplus shoulder (sigmoid(u) < 0.05), the share still there after "
+        "so many steps; pgd has a bound at 0, not a shoulder",
     )
-    fig.tight_layout()
     io.save_figure(path, fig)
     plt.close(fig)
     return path
@@ -337,12 +399,11 @@ def dimension_figure(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_title(family)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(
+    fig.supxlabel(
         "mean ± std over seeds; d > 2: log Z by importance sampling (biased low)",
-        y=-0.02,
         fontsize=8,
+        color="0.3",
     )
-    fig.tight_layout()
     io.save_figure(path, fig)
     plt.close(fig)
     return path
