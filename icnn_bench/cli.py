@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -295,7 +296,13 @@ def _run_task(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     try:
-        sinks = make_sinks(config, run_dir, sweep_group(hydra_cfg, config.get("experiment_name")))
+        sinks = make_sinks(
+            config,
+            run_dir,
+            sweep_group(hydra_cfg, config.get("experiment_name")),
+            swept=_swept(hydra_cfg),
+            single=hydra_cfg.mode == RunMode.RUN,
+        )
     except ConfigError as error:  # e.g. logger.mode=bogus: one line, before any training
         print(f"icnn-bench: {error}", file=sys.stderr)
         sys.exit(2)
@@ -348,10 +355,17 @@ def sweep_group(hydra_cfg: Any, experiment_name: str | None) -> str | None:
     return f"{experiment_name}-{Path(str(hydra_cfg.sweep.dir)).name}"
 
 
-def make_sinks(config: dict[str, Any], run_dir: Path, group: str | None = None) -> list[Sink]:
+def make_sinks(
+    config: dict[str, Any],
+    run_dir: Path,
+    group: str | None = None,
+    swept: dict[str, Any] | None = None,
+    single: bool = False,
+) -> list[Sink]:
     """The sinks `config["logger"]` asks for next to the run folder's files (always written):
     the console line, and with `logger=wandb` a W&B run; `group` is its W&B group unless the
-    logger config names one."""
+    logger config names one; `swept`: the run's command-line settings (its name and flat
+    config keys in W&B); `single`: a single run (its weights go to W&B unless told not to)."""
     logger = config.get("logger") or {}
     sinks: list[Sink] = [ConsoleSink(progress=logger.get("progress", "auto"))]
     if logger.get("name") == "wandb":
@@ -360,8 +374,36 @@ def make_sinks(config: dict[str, Any], run_dir: Path, group: str | None = None) 
         options = ("project", "entity", "tags", "job_type", "mode", "dir", "init_timeout")
         settings = {key: logger[key] for key in options if logger.get(key) is not None}
         group = logger.get("group") if logger.get("group") is not None else group
-        sinks.append(WandbSink(config, run_dir, group=group, **settings))
+        weights = logger.get("log_weights", "auto")
+        if weights not in (True, False, "auto"):
+            raise ConfigError(f"logger.log_weights={weights!r}; choose one of: auto, true, false")
+        sinks.append(
+            WandbSink(
+                config,
+                run_dir,
+                group=group,
+                swept=swept,
+                log_weights=single if weights == "auto" else weights,
+                silent=bool(logger.get("silent", True)),
+                **settings,
+            )
+        )
     return sinks
+
+
+def _swept(hydra_cfg: Any) -> dict[str, Any]:
+    """This job's command-line and sweep settings (not Hydra's own), typed."""
+    out = {}
+    for override in hydra_cfg.overrides.task:
+        key, _, value = str(override).partition("=")
+        key = key.lstrip("+~")
+        if key.startswith("hydra") or not value:
+            continue
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key] = value
+    return out
 
 
 _SWEEP_FAILURES: list[str] = []  # set by ReportCallback: the sweep's closing line, if any
@@ -385,6 +427,19 @@ class ReportCallback(Callback):
         _print_report(report)
         if report.failures:
             _SWEEP_FAILURES.append(report.failure_line())
+        logger = config.get("logger") or {}
+        if logger.get("name") == "wandb":  # the comparison itself, as one W&B run
+            from icnn_bench.sinks.wandb import log_sweep_report
+
+            group = logger.get("group") or f"{config.experiment_name}-{sweep_dir.name}"
+            log_sweep_report(
+                report,
+                sweep_dir,
+                project=logger.get("project") or "icnn-bench",
+                entity=logger.get("entity"),
+                group=group,
+                mode=logger.get("mode"),
+            )
 
 
 def _print_report(report) -> None:

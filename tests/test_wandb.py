@@ -188,7 +188,7 @@ def test_a_wandb_that_cannot_start_or_breaks_costs_one_warning(
             config, tmp_path / name, [WandbSink(config, tmp_path / name, mode="online")]
         )
         assert result["status"] == "ok" and (tmp_path / name / "result.json").exists()
-    assert len(inits) == 1 and inits[0]["settings"] == {"init_timeout": 30.0}
+    assert len(inits) == 1 and inits[0]["settings"] == {"init_timeout": 30.0, "silent": True}
     assert capsys.readouterr().err.splitlines() == [
         "icnn-bench: warning: W&B run did not start (init timed out after 30 s); "
         "logging to files only",
@@ -281,3 +281,86 @@ def test_cli_bad_mode_fails_before_training_with_one_line(tmp_path):
         "icnn-bench: logger.mode=onlne is not a W&B mode; choose one of: online, offline, disabled"
     )
     assert not (tmp_path / "result.json").exists()
+
+
+# -- sweeps, resume, weights: what a W&B dashboard is used through ----------------------
+
+
+def _kinds(folder: Path) -> list[str]:
+    """The record kinds of an offline run's transaction log, in order."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = folder.glob("run-*.wandb")
+    data = path.read_bytes()
+    block, pos, pending, kinds = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind not in (1, 4):
+            continue
+        record = pb.Record()
+        record.ParseFromString(pending)
+        pending = b""
+        kinds.append(record.WhichOneof("record_type"))
+    return kinds
+
+
+def test_a_wandb_sweep_marks_its_swept_settings_and_logs_its_report(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = tmp_path / "sweep"
+    done = icnn_bench(
+        "-m", "logger=wandb", "target=gaussian", "method=pgd", "seed=0",
+        "trainer.lr=0.01,0.02", *FAST, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "wandb:" not in done.stdout + done.stderr  # W&B stays quiet
+    names, lrs = [], []
+    for run_dir in sorted(p.parent for p in sweep.glob("*/result.json")):
+        (folder,) = offline_runs(run_dir)
+        logged = read_offline_run(folder)
+        names.append(logged["run"].display_name)
+        lrs.append(logged["config"]["swept/trainer.lr"])
+        assert logged["config"]["trainer"]["lr"] == lrs[-1]  # the nested config is whole
+        assert "artifact" not in _kinds(folder)  # a sweep's weights stay in the run folder
+    assert sorted(lrs) == [0.01, 0.02]
+    assert all("trainer.lr=" in name for name in names)
+    (report_run,) = offline_runs(sweep)
+    logged = read_offline_run(report_run)
+    assert logged["run"].job_type == "report" and logged["run"].run_group
+    summary_of_run = logged["summary"]  # W&B flattens a logged table into path, nrows, ...
+    assert summary_of_run["report/summary/_type"] == "table-file"
+    table_file = report_run / "files" / summary_of_run["report/summary/path"]
+    table = json.loads(table_file.read_text())
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert table["columns"] == list(summary.columns)
+    assert len(table["data"]) == len(summary)  # the comparison, read back from W&B's files
+    assert summary_of_run["figures/loss_curves/_type"] == "image-file"
+    assert "artifact" in _kinds(report_run)
+
+
+def test_a_resumed_run_continues_its_wandb_run(tiny_config, tmp_path):
+    pytest.importorskip("wandb")
+    from test_resume import InterruptAt
+
+    config = tiny_config("pgd", trainer={"steps": 40, "eval_every": 10, "checkpoint_every": 15})
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config, tmp_path, [WandbSink(config, tmp_path, mode="offline"), InterruptAt(20)])
+    train.run(config, tmp_path, [WandbSink(config, tmp_path, mode="offline")])
+    first, second = offline_runs(tmp_path)
+    a, b = read_offline_run(first), read_offline_run(second)
+    assert a["run"].run_id == b["run"].run_id  # W&B's resume: the same run
+    resumed_steps = [h["_step"] for h in b["history"] if "_step" in h]
+    assert resumed_steps and min(resumed_steps) > 15  # history is not replayed
+
+
+def test_a_single_run_logs_its_weights_as_an_artifact(tiny_config, tmp_path):
+    pytest.importorskip("wandb")
+    config = tiny_config("pgd")
+    train.run(config, tmp_path, [WandbSink(config, tmp_path, mode="offline", log_weights=True)])
+    (folder,) = offline_runs(tmp_path)
+    assert "artifact" in _kinds(folder)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ from icnn_bench.errors import ConfigError
 from icnn_bench.sinks.base import Sink
 
 MODES = ("online", "offline", "disabled")
-DENSITY = "density.csv"  # written by icnn_bench.train next to result.json
+DENSITY = "density.csv"  # written by the runner next to result.json
 SAMPLES = "samples.png"
+WEIGHTS = "weights.pt"
+RUN_ID = "wandb_id.txt"  # the W&B run id of a run folder (for resuming it)
 FILES_ONLY = "logging to files only"
 MISSING = f"wandb is not installed: pip install 'icnn-bench[wandb]'; {FILES_ONLY}"
 
@@ -80,6 +83,9 @@ class WandbSink(Sink):
         mode: str | None = None,
         dir: str | Path | None = None,
         init_timeout: float = 30.0,
+        swept: dict[str, Any] | None = None,
+        log_weights: bool = False,
+        silent: bool = True,
     ) -> None:
         self.mode = resolve_mode(mode)  # a bad mode fails before anything is trained
         self.config = config
@@ -91,7 +97,11 @@ class WandbSink(Sink):
         self.job_type = job_type
         self.dir = Path(dir) if dir is not None else self.run_dir
         self.init_timeout = float(init_timeout)
+        self.swept = dict(swept or {})  # the settings this sweep varies: flat config keys
+        self.log_weights = log_weights
+        self.silent = silent
         self.run: Any = None  # the open W&B run, if any
+        self._resumed_from = 0  # a resumed run: history up to here is W&B's already
         self._wandb = None if self.mode == "disabled" else _import_wandb()
         self._tried = False  # one init attempt per sink
         self._step = 0  # the last step logged
@@ -99,6 +109,7 @@ class WandbSink(Sink):
     # -- the Sink interface -------------------------------------------------------------
 
     def start(self, info: dict[str, Any], total_steps: int) -> None:
+        self._resumed_from = int(info.get("resumed_from_step") or 0)
         self._open(info)
 
     def log_train_losses(self, steps: list[int], losses: list[float]) -> None:
@@ -106,14 +117,17 @@ class WandbSink(Sink):
             return
         with self._guard("logging training losses"):
             for step, loss in zip(steps, losses, strict=True):
-                self.run.log({"train/loss": loss}, step=step)
+                if step > self._resumed_from:  # a resumed run's history is there already
+                    self.run.log({"train/loss": loss}, step=step)
             self._step = max(self._step, steps[-1])
 
     def log_eval(self, row: dict[str, float]) -> None:
         if self.run is None:
             return
+        step = int(row["step"])
+        if step <= self._resumed_from and self._resumed_from:
+            return
         with self._guard("logging an evaluation"):
-            step = int(row["step"])
             self.run.log({f"eval/{k}": v for k, v in row.items() if k != "step"}, step=step)
             self._step = max(self._step, step)
 
@@ -128,6 +142,13 @@ class WandbSink(Sink):
         with self._guard("logging the result"):
             summary = {k: io.finite_or_none(v) for k, v in result.items() if _is_scalar(v)}
             self.run.summary.update(summary)
+        weights = self.run_dir / WEIGHTS
+        if self.log_weights and weights.exists():
+            with self._guard("logging the weights", drop=False):
+                artifact = self._wandb.Artifact(f"weights-{self.run.id}", type="model")
+                artifact.add_file(str(weights))
+                artifact.add_file(str(self.run_dir / "config.yaml"))
+                self.run.log_artifact(artifact)
         run, self.run = self.run, None
         if run is not None:
             with self._guard("finishing its run"):
@@ -149,6 +170,9 @@ class WandbSink(Sink):
         wandb = self._wandb
         tags = list(dict.fromkeys([*self.tags, *_names(info)]))
         self.dir.mkdir(parents=True, exist_ok=True)
+        name = self.run_dir.name
+        if self.swept:  # the swept settings in the name, as W&B's grouping reads it
+            name += " [" + ",".join(f"{k}={v}" for k, v in self.swept.items()) + "]"
         try:
             self.run = wandb.init(
                 project=self.project,
@@ -156,17 +180,30 @@ class WandbSink(Sink):
                 group=self.group,
                 tags=tags,
                 job_type=self.job_type,
-                name=self.run_dir.name,
-                config=self.config,
+                name=name,
+                id=self._run_id(),
+                resume="allow",  # a resumed run folder continues its W&B run
+                # the swept settings also as flat keys, for W&B's grouping and parallel plots
+                config={**self.config, **{f"swept/{k}": v for k, v in self.swept.items()}},
                 dir=str(self.dir),
                 mode=self.mode,
                 reinit="create_new",  # a new run per sink: multirun jobs never share one
-                settings=wandb.Settings(init_timeout=self.init_timeout),
+                settings=wandb.Settings(init_timeout=self.init_timeout, silent=self.silent),
             )
         except Exception as error:
             if self.mode == "online":  # the server is out of reach: don't wait on every run
                 _unreachable = True
             _warn(f"W&B run did not start ({_one_line(error)}); {FILES_ONLY}")
+
+    def _run_id(self) -> str:
+        """The W&B run id of this run folder: kept in the folder, so that a resumed run
+        (same folder, a checkpoint) logs into the same W&B run; a fresh start gets a new one."""
+        path = self.run_dir / RUN_ID
+        if self._resumed_from and path.exists():
+            return path.read_text().strip()
+        run_id = uuid.uuid4().hex[:12]
+        io.write_text(path, run_id + "\n")
+        return run_id
 
     @contextlib.contextmanager
     def _guard(self, what: str, drop: bool = True) -> Iterator[None]:
@@ -247,3 +284,64 @@ def _is_scalar(value: Any) -> bool:
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def log_sweep_report(
+    report: Any,
+    sweep_dir: Path,
+    *,
+    project: str = "icnn-bench",
+    entity: str | None = None,
+    group: str | None = None,
+    mode: str | None = None,
+    init_timeout: float = 30.0,
+) -> Any:
+    """One W&B run per sweep (in its group, job_type "report") holding the comparison: the
+    summary and paired tables as W&B Tables, the report's figures as images, runs.csv and the
+    report files as an artifact. Returns the finished run, or None when W&B is not there."""
+    mode = resolve_mode(mode)
+    wandb = None if mode == "disabled" else _import_wandb()
+    if wandb is None:
+        return None
+    sweep_dir = Path(sweep_dir)
+    try:
+        run = wandb.init(
+            project=project,
+            entity=entity,
+            group=group,
+            job_type="report",
+            name=f"report {sweep_dir.name}",
+            dir=str(sweep_dir),
+            mode=mode,
+            reinit="create_new",
+            settings=wandb.Settings(init_timeout=init_timeout, silent=True),
+        )
+    except Exception as error:
+        _warn(f"W&B report run did not start ({_one_line(error)})")
+        return None
+    try:
+        logged: dict[str, Any] = {}
+        for name in ("summary", "paired", "runs"):
+            path = report.out_dir / f"{name}.csv"
+            if path.exists():
+                frame = pd.read_csv(path)
+                logged[f"report/{name}"] = wandb.Table(dataframe=frame.astype(object))
+        for path in report.files:
+            if Path(path).suffix == ".png":
+                logged[f"figures/{Path(path).stem}"] = wandb.Image(str(path))
+        run.log(logged)
+        artifact = wandb.Artifact(f"report-{_safe(sweep_dir.name)}", type="report")
+        for path in report.files:
+            artifact.add_file(str(path))
+        run.log_artifact(artifact)
+        run.summary.update({"runs": report.n_runs, "ok": report.n_ok})
+        run.finish()
+    except Exception as error:
+        _warn(f"W&B failed logging the sweep report ({_one_line(error)})")
+        with contextlib.suppress(Exception):
+            run.finish(exit_code=1)
+    return run
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
