@@ -13,6 +13,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from icnn_bench import registry, runner
 from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.sinks.base import Sink
-from icnn_bench.sinks.console import ConsoleSink
+from icnn_bench.sinks.console import SWEEP_DIR, SWEEP_JOBS, SWEEP_START, ConsoleSink
 
 CONF_DIR = registry.PACKAGE_CONF
 GROUPS = ("target", "model", "log_z", "method", "trainer", "logger", "experiment")
@@ -281,6 +282,8 @@ def run_task(cfg: DictConfig) -> float | None:
     """One Hydra job = one run folder."""
     hydra_cfg = HydraConfig.get()
     _stop_with_the_launcher()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        os.environ[SWEEP_DIR] = str(Path(str(hydra_cfg.sweep.dir)).absolute())
     _register_job_config_dirs(hydra_cfg)
     try:
         return _run_task(cfg, hydra_cfg)
@@ -313,6 +316,12 @@ def _run_task(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     except ConfigError as error:  # the run folder holds another run's work: left untouched
         return _refused(error, hydra_cfg)
     if hydra_cfg.mode == RunMode.RUN:
+        if result["status"] == "ok":  # one run is worth a look: its curve and density
+            from icnn_bench.report.figures import run_figure
+
+            figure = run_figure(run_dir)
+            if figure is not None:
+                print(f"figure: {figure}")
         print(f"run folder: {run_dir}")
         if result["status"] != "ok":
             sys.exit(1)
@@ -367,7 +376,7 @@ def make_sinks(
     logger config names one; `swept`: the run's command-line settings (its name and flat
     config keys in W&B); `single`: a single run (its weights go to W&B unless told not to)."""
     logger = config.get("logger") or {}
-    sinks: list[Sink] = [ConsoleSink(progress=logger.get("progress", "auto"))]
+    sinks: list[Sink] = [ConsoleSink(progress=logger.get("progress", "auto"), swept=swept)]
     if logger.get("name") == "wandb":
         from icnn_bench.sinks.wandb import WandbSink
 
@@ -391,13 +400,17 @@ def make_sinks(
     return sinks
 
 
+SWEEP_AXES = "ICNN_BENCH_SWEEP_AXES"  # the keys a sweep varies, set by main()
+
+
 def _swept(hydra_cfg: Any) -> dict[str, Any]:
-    """This job's command-line and sweep settings (not Hydra's own), typed."""
+    """This job's values of the settings its sweep varies, typed."""
+    varying = set(filter(None, os.environ.get(SWEEP_AXES, "").split(",")))
     out = {}
     for override in hydra_cfg.overrides.task:
         key, _, value = str(override).partition("=")
         key = key.lstrip("+~")
-        if key.startswith("hydra") or not value:
+        if key not in varying or not value:
             continue
         try:
             out[key] = yaml.safe_load(value)
@@ -478,8 +491,14 @@ def main() -> None:
     if problem is not None:
         print(f"icnn-bench: {problem}", file=sys.stderr)
         sys.exit(2)
-    if "--cfg" in sys.argv[1:] or "-c" in sys.argv[1:]:
-        _print_sweep_axes(sys.argv[1:])
+    axes = sweep_axes(sys.argv[1:])
+    if axes is not None and ("--cfg" in sys.argv[1:] or "-c" in sys.argv[1:]):
+        _print_sweep_axes(axes)
+    if axes is not None and sweep_size(axes):  # for the runs' "k of N runs, ETA" lines
+        os.environ[SWEEP_JOBS] = str(sweep_size(axes))
+        os.environ[SWEEP_START] = str(time.time())
+    if axes is not None:  # what each run's line and W&B run names: the settings that vary
+        os.environ[SWEEP_AXES] = ",".join(k for k, v in axes.items() if "," in v or "(" in v)
     if any(arg == "hydra/launcher=submitit_local" for arg in sys.argv[1:]) and not any(
         arg.startswith("hydra.sweeper.max_batch_size=") for arg in sys.argv[1:]
     ):  # submitit_local starts a batch's jobs at once: one batch per core
@@ -498,14 +517,12 @@ def main() -> None:
         sys.exit(1)
 
 
-def _print_sweep_axes(argv: list[str]) -> None:
-    """With --cfg on a sweep: say what will run (its axes and job count) before the config
-    of its first job, which is all Hydra prints."""
+def sweep_axes(argv: list[str]) -> dict[str, str] | None:
+    """What a sweep command varies, {key: "a,b,c"} (None: not a sweep)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = [a for a in _without_config_dir(argv) if not a.startswith("-") and "=" in a]
-    overrides = [a for a in overrides if a.split("=", 1)[0] not in ("--cfg", "-c")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
         first = []
@@ -518,21 +535,32 @@ def _print_sweep_axes(argv: list[str]) -> None:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=first, return_hydra_config=True)
     except Exception:
-        return
+        return None
     multirun = "-m" in argv or "--multirun" in argv or cfg.hydra.mode == RunMode.MULTIRUN
     if not multirun:
-        return
+        return None
     axes = {str(k): str(v) for k, v in (cfg.hydra.sweeper.get("params") or {}).items()}
     for override in parsed:
         key = override.get_key_element()
         if override.is_sweep_override():
             axes[key] = ",".join(str(v) for v in override.sweep_string_iterator())
         elif key in axes:
-            axes[key] = (
-                override.value() if isinstance(override.value(), str) else str(override.value())
-            )
-    jobs = math.prod(len(v.split(",")) for v in axes.values()) if axes else 1
-    print(f"# a sweep of {jobs} jobs over: {'  '.join(f'{k}={v}' for k, v in axes.items())}")
+            axes[key] = str(override.value())
+    return axes
+
+
+def sweep_size(axes: dict[str, str]) -> int:
+    if any("(" in v for v in axes.values()):  # interval sweeps (optuna): no count
+        return 0
+    return math.prod(len(v.split(",")) for v in axes.values()) if axes else 1
+
+
+def _print_sweep_axes(axes: dict[str, str]) -> None:
+    """With --cfg on a sweep: say what will run (its axes and job count) before the config
+    of its first job, which is all Hydra prints."""
+    size = sweep_size(axes)
+    jobs = f"{size} jobs" if size else "jobs"
+    print(f"# a sweep of {jobs} over: {'  '.join(f'{k}={v}' for k, v in axes.items())}")
     print("# the config below is its first job's")
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -10,12 +13,36 @@ from tqdm import tqdm
 from icnn_bench.errors import ConfigError
 from icnn_bench.sinks.base import Sink
 
+SWEEP_JOBS, SWEEP_DIR, SWEEP_START = (
+    "ICNN_BENCH_SWEEP_JOBS",
+    "ICNN_BENCH_SWEEP_DIR",
+    "ICNN_BENCH_SWEEP_START",
+)
+
+
+def sweep_progress() -> str | None:
+    """'k of N runs, ETA 12 min' for the sweep this process's job belongs to (the CLI sets
+    its size, folder and start in the environment; runs are counted by their result.json)."""
+    total, folder, start = (os.environ.get(k) for k in (SWEEP_JOBS, SWEEP_DIR, SWEEP_START))
+    if not (total and folder and start) or not total.isdigit():
+        return None
+    done = sum(1 for _ in Path(folder).glob("**/result.json"))
+    total_n = int(total)
+    elapsed = time.time() - float(start)
+    text = f"{done} of {total_n} runs"
+    if 0 < done < total_n:
+        left = elapsed / done * (total_n - done)
+        text += f", ETA {left / 60:.0f} min" if left >= 90 else f", ETA {left:.0f} s"
+    return text
+
 
 class ConsoleSink(Sink):
-    def __init__(self, progress: bool | str = "auto") -> None:
+    def __init__(self, progress: bool | str = "auto", swept: dict[str, Any] | None = None) -> None:
         if progress not in (True, False, "auto"):
             raise ConfigError(f"logger.progress={progress!r}; choose one of: auto, true, false")
         self.progress = sys.stderr.isatty() if progress == "auto" else progress
+        named = ("target", "method", "seed")  # already in the line's label
+        self.swept = {k: v for k, v in (swept or {}).items() if k not in named}
         self._bar: tqdm | None = None
         self._step = 0
         self._label = ""
@@ -42,14 +69,18 @@ class ConsoleSink(Sink):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        print(summary_line(result), flush=True)
+        progress = sweep_progress()
+        line = summary_line(result, self.swept)
+        print(f"{line}  [{progress}]" if progress else line, flush=True)
 
     def already_finished(self, result: dict[str, Any]) -> None:
-        print(f"{summary_line(result)}  [finished earlier; kept]", flush=True)
+        print(f"{summary_line(result, self.swept)}  [finished earlier; kept]", flush=True)
 
 
-def summary_line(result: dict[str, Any]) -> str:
+def summary_line(result: dict[str, Any], swept: dict[str, Any] | None = None) -> str:
     label = f"{result.get('target')}/{result.get('method')}/seed{result.get('seed')}"
+    if swept:
+        label += " " + " ".join(f"{k}={v}" for k, v in swept.items())
     status = result.get("status")
     if status == "ok":
         parts = [f"test NLL {_fmt(result.get('test_nll'))}"]
