@@ -573,11 +573,17 @@ def report_main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="where to write (default: sweep_dir)"
     )
+    parser.add_argument(
+        "--redraw",
+        action="store_true",
+        help="draw a report folder (e.g. results/paper_1d) again from its compact run data "
+        "(runs.csv, curves.csv.gz, densities.csv.gz), without the run folders",
+    )
     args = parser.parse_args(argv)
-    from icnn_bench.report import make_report
+    from icnn_bench.report import make_report, redraw
 
     try:
-        report = make_report(args.sweep_dir, args.out)
+        report = (redraw if args.redraw else make_report)(args.sweep_dir, args.out)
     except FileNotFoundError as error:
         print(f"icnn-bench-report: {error}", file=sys.stderr)
         sys.exit(2)

@@ -54,6 +54,18 @@ def write_csv(path: Path, frame: Any) -> None:
     _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
+def write_csv_gz(path: Path, frame: Any) -> None:
+    """A DataFrame as gzipped CSV, numbers to 7 significant digits (compact, reproducible:
+    no timestamp in the gzip header)."""
+    import gzip
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:
+            handle.write(frame.to_csv(index=False, float_format="%.7g").encode())
+
+    _atomic(path, write)
+
+
 def save_torch(path: Path, obj: Any) -> None:
     _atomic(path, lambda tmp: torch.save(obj, tmp))
 

@@ -83,3 +83,23 @@ def test_load_sweep_is_one_typed_row_per_run_and_curves_are_long(sweep):
     make_report(sweep)
     written = pd.read_csv(sweep / "runs.csv")
     assert written["trainer.lr"].dtype == np.float64
+
+
+def test_a_report_folder_is_redrawn_from_its_compact_run_data(sweep, tmp_path):
+    import shutil
+
+    from icnn_bench.report import make_report, redraw
+
+    made = make_report(sweep)
+    copy = tmp_path / "results"
+    copy.mkdir()
+    for name in ("runs.csv", "curves.csv.gz", "densities.csv.gz", "dwell.csv.gz"):
+        if (sweep / name).exists():
+            shutil.copy(sweep / name, copy / name)
+    again = redraw(copy)  # no run folders: only the compact copies
+    body = lambda text: text.split("\n", 1)[1]  # noqa: E731 (the title names the folder)
+    assert body(again.table_markdown) == body(made.table_markdown)
+    drawn = {p.name for p in again.files if p.suffix == ".png"}
+    assert {"loss_curves.png", "densities.png", "dead_fraction.png"} <= drawn
+    curves = pd.read_csv(copy / "curves.csv.gz")
+    assert {"run", "step", "val_nll", "kl"} <= set(curves.columns)

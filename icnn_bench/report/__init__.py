@@ -9,6 +9,7 @@ import pandas as pd
 
 from icnn_bench import io
 from icnn_bench.report.collect import collect_runs, read_curves
+from icnn_bench.report.data import CURVES, RUN, CompactFiles, RunFiles, write_compact
 from icnn_bench.report.figures import (
     curve_figure,
     density_figure,
@@ -61,20 +62,59 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
         )
     runs = label_variants(runs)
     runs, dropped = drop_duplicates(runs)
+    curves = read_curves(runs)
+    report = write_report(runs, curves, RunFiles(), out_dir, sweep_dir, dropped)
+    report.files += write_compact(out_dir, sweep_dir, runs, curves)
+    return report
+
+
+def redraw(folder: Path, out_dir: Path | None = None) -> Report:
+    """The tables and figures of a report folder drawn again from its compact run data
+    (runs.csv, curves.csv.gz, densities.csv.gz, dwell.csv.gz): no run folders needed."""
+    folder = Path(folder)
+    runs_path = folder / "runs.csv"
+    if not runs_path.exists() or not (folder / CURVES).exists():
+        raise FileNotFoundError(
+            f"{folder} holds no compact run data (runs.csv and {CURVES}); a report made by "
+            "this version of icnn-bench-report writes them"
+        )
+    runs = pd.read_csv(runs_path)
+    runs["run_dir"] = [str(folder / name) for name in runs[RUN]]
+    curves = pd.read_csv(folder / CURVES)
+    curves["run_dir"] = [str(folder / name) for name in curves[RUN]]
+    keys = runs.set_index("run_dir")[["target", "method", "seed"]]
+    curves = curves.drop(columns=[c for c in ("target", "method", "seed") if c in curves])
+    curves = curves.join(keys, on="run_dir")
+    out_dir = Path(out_dir) if out_dir is not None else folder
+    return write_report(runs, curves, CompactFiles(folder), out_dir, folder, runs.iloc[0:0])
+
+
+def write_report(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    store: RunFiles,
+    out_dir: Path,
+    root: Path,
+    dropped: pd.DataFrame,
+) -> Report:
+    """summary.csv, paired.csv, runs.csv, table.md, table.tex and the figures; `root`: the
+    folder the runs' names in runs.csv are relative to."""
+    name = Path(root).name
     summary = summarise(runs)
     paired = paired_comparisons(runs)
-    title = f"icnn-bench comparison: {sweep_dir.name}"
+    title = f"icnn-bench comparison: {name}"
     markdown = comparison_markdown(summary, title, paired, notes=_notes(runs, dropped))
     names = ("runs.csv", "summary.csv", "paired.csv", "table.md", "table.tex")
     files = [out_dir / name for name in names]
     from icnn_bench.api import with_swept_columns
 
-    io.write_csv(files[0], with_swept_columns(runs))  # swept settings as typed columns
+    written = with_swept_columns(runs)  # swept settings as typed columns
+    written[RUN] = [_relative(root, d) for d in written["run_dir"]]
+    io.write_csv(files[0], written)
     io.write_csv(files[1], summary)
     io.write_csv(files[2], paired)
     io.write_text(files[3], markdown)
     io.write_text(files[4], comparison_latex(summary, paired, title))
-    curves = read_curves(runs)
     made = [
         loss_figure(curves, out_dir / "loss_curves.png"),
         curve_figure(
@@ -86,10 +126,10 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
             "projection (no gradient on that side); softplus and lift-type methods, the share "
             "on the shoulder (sigmoid(u) < 0.05, a vanishing gradient)",
         ),
-        density_figure(runs, out_dir / "densities.png"),
-        heatmap_figure(runs, out_dir / "densities_2d.png"),
+        density_figure(runs, out_dir / "densities.png", store),
+        heatmap_figure(runs, out_dir / "densities_2d.png", store),
         dimension_figure(runs, out_dir / "by_dimension.png"),
-        dwell_figure(runs, out_dir / "shoulder_dwell.png"),
+        dwell_figure(runs, out_dir / "shoulder_dwell.png", store),
         curve_figure(
             curves, "sigma_jac2", "σ²_Jac (cross-covariance trace)", out_dir / "sigma_jac2.png"
         ),
@@ -114,6 +154,13 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
         if "error" in runs
         else [],
     )
+
+
+def _relative(root: Path, run_dir: str) -> str:
+    try:
+        return str(Path(run_dir).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return Path(run_dir).name
 
 
 DUPLICATE_RULE = "the newest finished (ok) run of each, else the newest"
@@ -183,4 +230,4 @@ def _is_data_key(setting: str) -> bool:
     return setting.startswith(("target.", "data."))
 
 
-__all__ = ["Report", "make_report"]
+__all__ = ["Report", "make_report", "redraw"]

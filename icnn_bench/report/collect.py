@@ -164,6 +164,7 @@ def read_curves(runs: pd.DataFrame, filename: str = "metrics.csv") -> pd.DataFra
         curve["step"] = pd.to_numeric(curve["step"], errors="coerce")
         curve = curve.dropna(subset=["step"])
         curve["target"], curve["method"], curve["seed"] = run.target, run.method, run.seed
+        curve["run_dir"] = run.run_dir
         frames.append(curve)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from icnn_bench import io
+from icnn_bench.report.data import RunFiles
 from icnn_bench.report.tables import method_order, natural_key
 
 PALETTE = [
@@ -166,13 +167,13 @@ def loss_figure(curves: pd.DataFrame, path: Path) -> Path | None:
     )
 
 
-def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
+def density_figure(runs: pd.DataFrame, path: Path, store: RunFiles | None = None) -> Path | None:
     """Per 1-D target: the true density and each method's fit (lowest finished seed)."""
+    store = store or RunFiles()
     fits = []
     for run in runs[runs["status"] == "ok"].itertuples():
-        file = Path(run.run_dir) / "density.csv"
-        if file.exists() and getattr(run, "dim", 1) == 1:
-            fits.append((run.target, run.method, run.seed, file))
+        if getattr(run, "dim", 1) == 1 and store.density(run.run_dir) is not None:
+            fits.append((run.target, run.method, run.seed, run.run_dir))
     if not fits:
         return None
     targets = sorted({t for t, *_ in fits}, key=natural_key)
@@ -188,7 +189,7 @@ def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
             mine = sorted(s for m, s in files if m == method)
             if not mine:
                 continue
-            table = pd.read_csv(files[(method, seed if seed in mine else mine[0])])
+            table = store.density(files[(method, seed if seed in mine else mine[0])])
             if not truth_drawn and "target" in table:
                 ax.fill_between(table["x"], table["target"], color="0.85", label="target")
                 _crop_x(ax, table)
@@ -204,14 +205,14 @@ def density_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     return path
 
 
-def heatmap_figure(runs: pd.DataFrame, path: Path) -> Path | None:
+def heatmap_figure(runs: pd.DataFrame, path: Path, store: RunFiles | None = None) -> Path | None:
     """2-D targets: one row per target; the training data's histogram, then each method's
     fitted density (lowest seed all methods share); each panel scaled to its own maximum."""
-    fits: dict[tuple[str, str], list[tuple[int, Path]]] = {}
+    store = store or RunFiles()
+    fits: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for run in runs[runs["status"] == "ok"].itertuples():
-        file = Path(run.run_dir) / "density.csv"
-        if file.exists() and getattr(run, "dim", None) == 2:
-            fits.setdefault((run.target, run.method), []).append((run.seed, file))
+        if getattr(run, "dim", None) == 2 and store.density(run.run_dir) is not None:
+            fits.setdefault((run.target, run.method), []).append((run.seed, run.run_dir))
     if not fits:
         return None
     targets = sorted({t for t, _ in fits}, key=natural_key)
@@ -233,7 +234,7 @@ def heatmap_figure(runs: pd.DataFrame, path: Path) -> Path | None:
             options = dict(sorted(fits.get((target, method), [])))
             if options:
                 seed = min(common) if common else min(options)
-                tables[method] = (seed, pd.read_csv(options[seed]))
+                tables[method] = (seed, store.density(options[seed]))
         first = next(iter(tables.values()))[1]
         side = round(math.sqrt(len(first)))
         extent = (first["x"].min(), first["x"].max(), first["y"].min(), first["y"].max())
@@ -297,14 +298,14 @@ def _fresh_draws(runs: pd.DataFrame, target: str, n: int = 50_000) -> np.ndarray
     return None
 
 
-def dwell_figure(runs: pd.DataFrame, path: Path) -> Path | None:
+def dwell_figure(runs: pd.DataFrame, path: Path, store: RunFiles | None = None) -> Path | None:
     """Survival of shoulder spells (Kaplan-Meier, seeds pooled), a panel per target: how long
     a constrained entry, once on the softplus shoulder, stays there."""
+    store = store or RunFiles()
     tables = []
     for run in runs[runs["status"] == "ok"].itertuples():
-        file = Path(run.run_dir) / "dwell.csv"
-        if file.exists():
-            table = pd.read_csv(file)
+        table = store.dwell(run.run_dir)
+        if table is not None:
             table["target"], table["method"] = run.target, run.method
             tables.append(table)
     if not tables:

@@ -1,0 +1,90 @@
+"""Where a report's per-run files come from: the run folders themselves, or the compact copy
+of them a report writes next to its tables (so that a results/ folder can be redrawn after a
+change to the plotting code, without the run folders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+CURVES = "curves.csv.gz"  # every metrics.csv row of every run, with its run's name
+DENSITIES = "densities.csv.gz"  # every run's density.csv (d <= 2)
+DWELLS = "dwell.csv.gz"  # every run's dwell.csv
+RUN = "run"  # the key column: a run folder's path relative to the sweep folder
+
+
+class RunFiles:
+    """The per-run tables the figures draw, read from each run folder."""
+
+    def density(self, run_dir: str) -> pd.DataFrame | None:
+        return _read(Path(run_dir) / "density.csv")
+
+    def dwell(self, run_dir: str) -> pd.DataFrame | None:
+        return _read(Path(run_dir) / "dwell.csv")
+
+
+class CompactFiles(RunFiles):
+    """The same tables from a report folder's compact copies (keyed by run name)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._tables = {name: _grouped(self.folder / name) for name in (DENSITIES, DWELLS)}
+
+    def density(self, run_dir: str) -> pd.DataFrame | None:
+        return self._tables[DENSITIES].get(_name(self.folder, run_dir))
+
+    def dwell(self, run_dir: str) -> pd.DataFrame | None:
+        return self._tables[DWELLS].get(_name(self.folder, run_dir))
+
+
+def write_compact(
+    out_dir: Path, sweep_dir: Path, runs: pd.DataFrame, curves: pd.DataFrame
+) -> list[Path]:
+    """The report folder's copy of what its figures need from the run folders."""
+    from icnn_bench import io
+
+    written = []
+    names = {d: _name(sweep_dir, d) for d in runs["run_dir"]}
+    if not curves.empty:
+        path = Path(out_dir) / CURVES
+        io.write_csv_gz(
+            path, curves.assign(**{RUN: curves["run_dir"].map(names)}).drop(columns="run_dir")
+        )
+        written.append(path)
+    files = RunFiles()
+    ok = runs[runs["status"] == "ok"]
+    for file_name, read in ((DENSITIES, files.density), (DWELLS, files.dwell)):
+        tables = []
+        for run_dir in ok["run_dir"]:
+            table = read(run_dir)
+            if table is not None:
+                tables.append(table.assign(**{RUN: names[run_dir]}))
+        if tables:
+            path = Path(out_dir) / file_name
+            io.write_csv_gz(path, pd.concat(tables, ignore_index=True))
+            written.append(path)
+    return written
+
+
+def _name(root: Path, run_dir: str) -> str:
+    try:
+        return str(Path(run_dir).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(run_dir)
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError):
+        return None
+
+
+def _grouped(path: Path) -> dict[str, pd.DataFrame]:
+    table = _read(path)
+    if table is None or RUN not in table:
+        return {}
+    return {name: group.drop(columns=RUN) for name, group in table.groupby(RUN, sort=False)}
