@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from icnn_bench.api import TrainedModel, load_curves, load_run, load_sweep
 from icnn_bench.errors import ConfigError, DataError
-from icnn_bench.models.base import DensityModel
-from icnn_bench.models.ebm import EnergyModel
+
+_LAZY = {  # imported when first asked for: a run needs none of them
+    "TrainedModel": "icnn_bench.api",
+    "load_run": "icnn_bench.api",
+    "load_sweep": "icnn_bench.api",
+    "load_curves": "icnn_bench.api",
+    "DensityModel": "icnn_bench.models.base",
+    "EnergyModel": "icnn_bench.models.ebm",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'icnn_bench' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -107,6 +107,7 @@ def composition_problem(argv: list[str]) -> str | None:
         except Exception as error:
             return _misspelt_key(error, first) or _first_line(error)
         multirun = "-m" in argv or "--multirun" in argv or cfg.hydra.mode == RunMode.MULTIRUN
+        _COMPOSED["axes"] = _axes_of(cfg, parsed) if multirun else None
         swept = {o.get_key_element(): o.input_line for o in parsed if o.is_sweep_override()}
         params = cfg.hydra.sweeper.get("params") or {}
         swept.update({str(k): f"{k}={v}" for k, v in params.items()})
@@ -317,7 +318,7 @@ def _run_task(cfg: DictConfig, hydra_cfg: Any) -> float | None:
         return _refused(error, hydra_cfg)
     if hydra_cfg.mode == RunMode.RUN:
         if result["status"] == "ok":  # one run is worth a look: its curve and density
-            from icnn_bench.report.figures import run_figure
+            from icnn_bench.plotting import run_figure
 
             figure = run_figure(run_dir)
             if figure is not None:
@@ -517,8 +518,13 @@ def main() -> None:
         sys.exit(1)
 
 
+_COMPOSED: dict[str, Any] = {}  # what composition_problem learnt: a sweep's axes
+
+
 def sweep_axes(argv: list[str]) -> dict[str, str] | None:
     """What a sweep command varies, {key: "a,b,c"} (None: not a sweep)."""
+    if "axes" in _COMPOSED:  # composed already by the checks before the run
+        return _COMPOSED["axes"]
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -537,13 +543,16 @@ def sweep_axes(argv: list[str]) -> dict[str, str] | None:
     except Exception:
         return None
     multirun = "-m" in argv or "--multirun" in argv or cfg.hydra.mode == RunMode.MULTIRUN
-    if not multirun:
-        return None
+    return _axes_of(cfg, parsed) if multirun else None
+
+
+def _axes_of(cfg: Any, parsed: list[Any]) -> dict[str, str]:
     axes = {str(k): str(v) for k, v in (cfg.hydra.sweeper.get("params") or {}).items()}
     for override in parsed:
         key = override.get_key_element()
         if override.is_sweep_override():
-            axes[key] = ",".join(str(v) for v in override.sweep_string_iterator())
+            with contextlib.suppress(Exception):  # interval sweeps (optuna) have no list
+                axes[key] = ",".join(str(v) for v in override.sweep_string_iterator())
         elif key in axes:
             axes[key] = str(override.value())
     return axes

@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95
 
@@ -18,6 +17,8 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, fl
     if n < 2:
         return math.nan, math.nan
     mean = float(values.mean())
+    from scipy import stats  # imported when a report needs it: scipy is slow to import
+
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * _standard_error(values)
     return mean - half, mean + half
 
@@ -31,6 +32,8 @@ def paired_t_pvalue(differences: Sequence[float]) -> float:
     mean, se = float(differences.mean()), _standard_error(differences)
     if se == 0:  # every pair differs by the same amount: the limit of t -> 0 or t -> inf
         return 1.0 if mean == 0 else 0.0
+    from scipy import stats
+
     return float(2 * stats.t.sf(abs(mean / se), n - 1))
 
 
@@ -44,6 +47,8 @@ def wilcoxon_exact_pvalue(differences: Sequence[float]) -> float:
     if len(nonzero) == 0:
         return 1.0
     # midranks are whole or half numbers: doubled they are integers, so counts stay exact
+    from scipy import stats
+
     doubled = [round(2 * r) for r in stats.rankdata(np.abs(nonzero))]
     counts = _subset_sum_counts(doubled)
     observed = sum(r for r, d in zip(doubled, nonzero, strict=True) if d > 0)
