@@ -1,0 +1,157 @@
+"""Reproduce every committed paper table in one command: each preset as a Hydra multirun on
+all cores (joblib), its report into results/<name>, and a table of wall time per preset.
+
+    python scripts/reproduce.py                      # everything (exact, then authors' regime)
+    python scripts/reproduce.py --regime exact       # the exact-regime tables only
+    python scripts/reproduce.py --only paper_1d      # one table
+    python scripts/reproduce.py --dry-run            # the commands, without running them
+
+Resumable like any sweep: run the same command again and finished runs are kept, the others
+continue from their checkpoints (sweep folders under --runs, default runs/). The timings go
+to results/reproduce.md; `--extra` overrides are passed to every sweep (e.g. a smoke test:
+--extra trainer.steps=4 target=gumbel method=pgd,lift seed=0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # results/<name>
+    regime: str
+    overrides: tuple[str, ...]
+
+
+TABLES = [
+    Table("paper_1d", "exact", ("experiment=paper_1d",)),
+    Table("paper_latents", "exact", ("experiment=paper_latents",)),
+    Table("synthetic_nd", "exact", ("experiment=synthetic_nd",)),
+    Table("paper_ablation", "exact", ("experiment=paper_ablation",)),
+    Table("paper_cpflow_toy", "exact", ("experiment=paper_cpflow_toy",)),
+    Table("paper_tabular_cpflow", "exact", ("experiment=paper_tabular_cpflow",)),
+    Table("paper_1d_authors", "authors", ("experiment=paper_1d", "regime=authors")),
+    Table("paper_ablation_authors", "authors", ("experiment=paper_ablation_authors",)),
+]
+# the exact regime with one of the authors' differences switched on (regime comparison)
+SWITCHES = {
+    "learned-sampler log Z": ("log_z=learned_sampler",),
+    "streaming data": ("data.stream=true",),
+    "fresh evaluation batch": ("trainer.eval_pool=batch",),
+    "their init and summary ReLU": (
+        "model.free_init=xavier",
+        "regime.free_bias_init=linear",
+        "regime.summary_relu=true",
+    ),
+}
+SWITCH_SWEEP = ("experiment=paper_1d", "target=gumbel,beta", "method=pgd,softplus,lift")
+
+
+def icnn_bench(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from icnn_bench.cli import main; main()", *args]
+
+
+def report(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from icnn_bench.cli import report_main; report_main()", *args]
+
+
+def run(command: list[str], dry: bool) -> tuple[float, int]:
+    shown = " ".join(shlex.quote(c) for c in command[3:])
+    print(
+        f"$ {'icnn-bench' if 'main()' in command[2] else 'icnn-bench-report'} {shown}", flush=True
+    )
+    if dry:
+        return 0.0, 0
+    started = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per job: jobs fill the cores
+    code = subprocess.run(command, env=env, check=False).returncode
+    return time.perf_counter() - started, code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="sweep folders")
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel jobs")
+    parser.add_argument("--regime", choices=("exact", "authors", "all"), default="all")
+    parser.add_argument("--only", default=None, help="comma-separated table names")
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides for every sweep")
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+    tables = [
+        t for t in TABLES if (args.regime in ("all", t.regime)) and (only is None or t.name in only)
+    ]
+    launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
+    quiet = ["logger.progress=false"]
+    timings = []
+    for table in tables:
+        sweep = args.runs / table.name
+        seconds, code = run(
+            icnn_bench(
+                *table.overrides, *launcher, *quiet, f"hydra.sweep.dir={sweep}", *args.extra
+            ),
+            args.dry_run,
+        )
+        _, reported = run(report(str(sweep), "--out", str(args.results / table.name)), args.dry_run)
+        timings.append((table.name, table.regime, seconds, code or reported))
+    if args.regime in ("all", "authors") and (only is None or "regime_comparison" in only):
+        switched = []
+        for name, overrides in SWITCHES.items():
+            sweep = args.runs / f"switch-{name.replace(' ', '_')}"
+            seconds, code = run(
+                icnn_bench(
+                    *SWITCH_SWEEP,
+                    *overrides,
+                    *launcher,
+                    *quiet,
+                    f"hydra.sweep.dir={sweep}",
+                    *args.extra,
+                ),
+                args.dry_run,
+            )
+            timings.append((f"switch: {name}", "authors", seconds, code))
+            switched += ["--switch", f"{name}={sweep}"]
+        command = [
+            sys.executable,
+            str(ROOT / "scripts" / "regime_comparison.py"),
+            "--exact", str(args.runs / "paper_1d"),
+            "--authors", str(args.runs / "paper_1d_authors"),
+            *switched,
+            "--out", str(args.results / "regime_comparison"),
+        ]  # fmt: skip
+        print("$ python scripts/regime_comparison.py ...", flush=True)
+        if not args.dry_run:
+            subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
+    lines = [
+        "| table | regime | wall time | exit |",
+        "|---|---|---:|---|",
+        *(f"| {n} | {r} | {s / 60:.1f} min | {c} |" for n, r, s, c in timings),
+    ]
+    for regime in ("exact", "authors"):
+        total = sum(s for _, r, s, _ in timings if r == regime)
+        if total:
+            lines.append(f"| **all {regime}** | | **{total / 60:.1f} min** | |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if not args.dry_run and not args.extra and only is None:
+        header = (
+            "# Reproducing every table\n\n`python scripts/reproduce.py` on "
+            f"{os.cpu_count()} cores ({args.jobs} parallel jobs), {time.strftime('%Y-%m-%d')}:\n\n"
+        )
+        (args.results / "reproduce.md").write_text(header + text + "\n")
+    return 1 if any(code for *_, code in timings) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
