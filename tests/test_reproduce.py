@@ -43,3 +43,17 @@ def test_the_dry_run_lists_every_table():
                  "paper_ablation_authors"):  # fmt: skip
         assert f"| {name} |" in done.stdout
     assert "regime_comparison.py" in done.stdout
+
+
+def test_the_gpu_check_runs_on_a_cpu_in_ci_size(tmp_path):
+    script = Path(__file__).parents[1] / "scripts" / "gpu_check.py"
+    out = tmp_path / "gpu.md"
+    done = subprocess.run(
+        [sys.executable, str(script), "--device", "cpu", "--small", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    for section in ("quick preset on the device and on the CPU", "Seeds stacked", "CP-Flow"):
+        assert section in text
+    assert "| lift | 5 |" in text
