@@ -55,7 +55,7 @@ def test_a_run_writes_the_run_folder_contract(tiny_config, tmp_path, method):
 def test_load_run_gives_a_normalised_model(tiny_config, tmp_path):
     result = run(tiny_config("lift"), tmp_path)
     model = load_run(tmp_path)
-    assert isinstance(model, EnergyModel)
+    assert isinstance(model.model, EnergyModel)
     x = torch.linspace(-7, 7, 20_001).reshape(-1, 1)
     mass = float(model.log_prob(x).exp().sum() * (14 / 20_000))
     assert mass == pytest.approx(1.0, abs=1e-3)
