@@ -39,6 +39,24 @@ def load(folder: Path, regime: str) -> pd.DataFrame:
     return runs
 
 
+def load_sources(sources: list[Path], regime: str) -> pd.DataFrame:
+    """Run folders, or a committed report's runs.csv (a file, or a folder holding one and no
+    runs); where two sources hold the same (target, method, variant, seed), the later wins."""
+    frames = []
+    for source in sources:
+        table = source if source.suffix == ".csv" else source / "runs.csv"
+        if table.is_file() and (source.suffix == ".csv" or collect_runs(source).empty):
+            runs = pd.read_csv(table)
+            variant = runs.get("variant", pd.Series(None, index=runs.index, dtype=object))
+            runs["variant"] = variant.astype(object).where(variant.notna(), "")
+            runs["regime"] = regime
+            frames.append(runs)
+        else:
+            frames.append(load(source, regime))
+    runs = pd.concat(frames, ignore_index=True)
+    return runs.drop_duplicates(["target", "method", "variant", "seed"], keep="last")
+
+
 def cell(values: pd.Series) -> str:
     values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
@@ -119,6 +137,18 @@ def counts(frame: pd.DataFrame, metric: str) -> str:
     return "; ".join(parts)
 
 
+def relative_to_best(curves: pd.DataFrame) -> pd.DataFrame:
+    """Validation NLL minus the best method's final value on the same seed's data: the seeds'
+    own sample noise cancels, so the gaps between methods show (0 = the best at the end)."""
+    if curves.empty or "val_nll" not in curves:
+        return curves
+    curves = curves.dropna(subset=["val_nll"])
+    final = curves[curves.groupby("run_dir")["step"].transform("max") == curves["step"]]
+    best = final.groupby(["target", "seed"])["val_nll"].min().rename("best")
+    curves = curves.join(best, on=["target", "seed"])
+    return curves.assign(val_nll_excess=curves["val_nll"] - curves["best"])
+
+
 def curve_panels(
     curves: pd.DataFrame, column: str, ylabel: str, path: Path, log: bool
 ) -> Path | None:
@@ -144,6 +174,11 @@ def curve_panels(
             ax.fill_between(stats.index, stats[0.25], stats[0.75], color=colour, alpha=0.2)
         if log:
             ax.set_yscale("log")
+        else:  # the first evaluations are orders of magnitude off: show where methods differ
+            late = curves[(curves.target == target) & (curves.step >= 0.1 * curves.step.max())]
+            top = late.groupby(["method", "step"])[column].median().max()
+            if pd.notna(top) and top > 0:
+                ax.set_ylim(min(0.0, late[column].quantile(0.05)), 1.15 * top)
         ax.set_title(target, fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel, fontsize=8)
@@ -157,12 +192,18 @@ def curve_panels(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--exact", type=Path, required=True)
+    parser.add_argument(
+        "--exact",
+        type=Path,
+        action="append",
+        required=True,
+        help="sweep folder or a report's runs.csv; repeatable (a later source wins a cell)",
+    )
     parser.add_argument("--authors", type=Path, required=True)
     parser.add_argument("--switch", action="append", default=[], metavar="NAME=SWEEP")
     parser.add_argument("--out", type=Path, default=Path("results/regime_comparison"))
     args = parser.parse_args()
-    exact, authors = load(args.exact, "exact"), load(args.authors, "authors")
+    exact, authors = load_sources(args.exact, "exact"), load(args.authors, "authors")
     switches = {}
     for item in args.switch:
         name, folder = item.split("=", 1)
@@ -194,9 +235,9 @@ def main() -> None:
             log=True,
         ),
         curve_panels(
-            authors_curves,
-            "val_nll",
-            "validation NLL (nats)",
+            relative_to_best(authors_curves),
+            "val_nll_excess",
+            "val. NLL − best final (same seed)",
             args.out / "val_nll_authors.png",
             log=False,
         ),
