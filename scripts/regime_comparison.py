@@ -190,7 +190,7 @@ def curve_panels(
     return path
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--exact",
@@ -202,12 +202,12 @@ def main() -> None:
     parser.add_argument("--authors", type=Path, required=True)
     parser.add_argument("--switch", action="append", default=[], metavar="NAME=SWEEP")
     parser.add_argument("--out", type=Path, default=Path("results/regime_comparison"))
-    args = parser.parse_args()
-    exact, authors = load_sources(args.exact, "exact"), load(args.authors, "authors")
+    args = parser.parse_args(argv)
+    exact, authors = load_sources(args.exact, "exact"), load_sources([args.authors], "authors")
     switches = {}
     for item in args.switch:
         name, folder = item.split("=", 1)
-        switches[name] = load(Path(folder), name)
+        switches[name] = load_sources([Path(folder)], name)
     everything = pd.concat([exact, authors, *switches.values()], ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
     keep = [c for c in everything.columns if c not in ("run_dir",)]
