@@ -54,8 +54,7 @@ class TrainedModel:
         return self.model.energy(self._input(x, grad=False))
 
     def sample(self, n: int, seed: int = 0) -> Tensor:
-        """n draws: by inverting a flow, or by MALA chains for an EBM (started at the
-        training split's first rows when they are at hand, else at the origin)."""
+        """n draws: by inverting a flow, or by MALA chains for an EBM."""
         generator = torch.Generator().manual_seed(seed)
         return self.model.sample(n, generator)
 

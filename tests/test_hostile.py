@@ -301,6 +301,17 @@ def test_a_folder_of_unrelated_configs_is_not_a_sweep(tmp_path, capsys):
     assert not (tmp_path / "table.md").exists()
 
 
+def test_the_copy_of_a_config_that_wandb_keeps_is_not_a_run(tmp_path):
+    fake_run(tmp_path, "pgd-0", 0, 0.1)
+    files = tmp_path / "pgd-0" / "wandb" / "run-20261201_000000-abc" / "files"
+    files.mkdir(parents=True)
+    config = yaml.safe_load((tmp_path / "pgd-0" / "config.yaml").read_text())
+    (files / "config.yaml").write_text(yaml.safe_dump(config))  # W&B's copy, dicts and all
+    report = make_report(tmp_path)
+    assert report.n_runs == 1
+    assert "running" not in report.table_markdown and "duplicate" not in report.table_markdown
+
+
 # ------------------------------------------------------------------ values
 
 

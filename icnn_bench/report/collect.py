@@ -19,11 +19,17 @@ NAMES = ("target", "model", "method")  # strings in a readable result.json
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
     """Folders below sweep_dir that look like run folders: a result.json, or a config.yaml
     that names a target, a model and a method (a run still training). Hidden folders (Hydra's
-    .hydra, caches) are not runs."""
+    .hydra, caches) and W&B's own folders are not runs."""
     sweep_dir = Path(sweep_dir)
     found = {p.parent for p in sweep_dir.rglob(RESULT)}
     found |= {p.parent for p in sweep_dir.rglob(CONFIG) if _is_run_config(p)}
-    return sorted(d for d in found if not any(part.startswith(".") for part in d.parts[-1:]))
+    return sorted(
+        d
+        for d in found
+        if not d.name.startswith(".")
+        # W&B keeps a copy of the run's config under <run>/wandb/run-*/files/
+        and "wandb" not in d.relative_to(sweep_dir).parts
+    )
 
 
 def _is_run_config(path: Path) -> bool:
