@@ -337,8 +337,15 @@ def _run_seeds(config: dict[str, Any], job_dir: Path, hydra_cfg: Any) -> float:
     from icnn_bench.runner import run_seeds
 
     group = sweep_group(hydra_cfg, config.get("experiment_name"))
+    swept, single = _swept(hydra_cfg), hydra_cfg.mode == RunMode.RUN
     try:
-        results = run_seeds(config, job_dir, lambda cfg, run_dir: make_sinks(cfg, run_dir, group))
+        results = run_seeds(
+            config,
+            job_dir,
+            lambda cfg, run_dir: make_sinks(
+                {**cfg, "seeds": config.get("seeds")}, run_dir, group, swept, single
+            ),
+        )
     except ConfigError as error:
         return _refused(error, hydra_cfg)
     if hydra_cfg.mode == RunMode.RUN:
@@ -377,7 +384,14 @@ def make_sinks(
     logger config names one; `swept`: the run's command-line settings (its name and flat
     config keys in W&B); `single`: a single run (its weights go to W&B unless told not to)."""
     logger = config.get("logger") or {}
-    sinks: list[Sink] = [ConsoleSink(progress=logger.get("progress", "auto"), swept=swept)]
+    seeds = config.get("seeds")
+    sinks: list[Sink] = [
+        ConsoleSink(
+            progress=logger.get("progress", "auto"),
+            swept=swept,
+            runs_per_job=len(seeds) if isinstance(seeds, list | tuple) else 1,
+        )
+    ]
     if logger.get("name") == "wandb":
         from icnn_bench.sinks.wandb import WandbSink
 

@@ -174,3 +174,17 @@ def test_single_run_prints_its_folder_and_fails_loudly_on_bad_sizes(tmp_path):
     assert bad.returncode == 1
     assert "Traceback" not in bad.stdout + bad.stderr
     assert "trainer.batch_size=100000 is larger than the training split" in bad.stdout
+
+
+def test_help_names_presets_and_cfg_shows_the_default_sweeps_axes(tmp_path):
+    helped = icnn_bench("--help", cwd=tmp_path)
+    assert helped.returncode == 0
+    presets = helped.stdout.split("Presets (experiment=...):")[1].split("Common overrides")[0]
+    for preset in registry.options("experiment"):
+        assert preset in presets.replace(",", " ").split(), preset
+    for word in ("regime=authors", "trainer.steps", "--cfg job", "--hydra-help"):
+        assert word in helped.stdout
+    shown = icnn_bench("--cfg", "job", cwd=tmp_path)
+    assert shown.returncode == 0
+    first = shown.stdout.splitlines()[0]
+    assert first.startswith("# a sweep of 24 jobs over:") and "method=pgd,softplus,lift" in first

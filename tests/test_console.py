@@ -21,3 +21,34 @@ def test_quiet_mode_prints_only_the_summary_line(tiny_config, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err == ""
     assert len(captured.out.strip().splitlines()) == 1
+
+
+def test_sweep_progress_counts_seed_runs_and_extrapolates_from_this_sweeps_runs(
+    tmp_path, monkeypatch
+):
+    import os
+    import time
+
+    from icnn_bench.sinks.console import SWEEP_DIR, SWEEP_JOBS, SWEEP_START, sweep_progress
+
+    start = time.time() - 60  # this sweep started a minute ago
+    for name in ("0/seed0", "0/seed1", "1/seed0"):  # jobs of seeds, one result per seed
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "result.json").write_text("{}")
+    earlier = start - 3600  # two runs finished by an earlier invocation of the same sweep
+    for name in ("0/seed0", "0/seed1"):
+        os.utime(tmp_path / name / "result.json", (earlier, earlier))
+    monkeypatch.setenv(SWEEP_JOBS, "2")
+    monkeypatch.setenv(SWEEP_DIR, str(tmp_path))
+    monkeypatch.setenv(SWEEP_START, str(start))
+    text = sweep_progress(runs_per_job=5)
+    assert text.startswith("3 of 10 runs, ETA ")
+    # one run in 60 s, 7 left: about 7 minutes, not the 2.3 a count of all three would give
+    assert text == "3 of 10 runs, ETA 7 min"
+
+
+def test_a_sweep_line_names_its_swept_values(tiny_config, tmp_path, capsys):
+    sink = ConsoleSink(progress=False, swept={"method": "pgd", "trainer.lr": 0.003})
+    run(tiny_config("pgd"), tmp_path, sinks=[sink])
+    line = capsys.readouterr().out.strip()
+    assert "trainer.lr=0.003" in line and "method=" not in line  # the label already names it

@@ -20,29 +20,38 @@ SWEEP_JOBS, SWEEP_DIR, SWEEP_START = (
 )
 
 
-def sweep_progress() -> str | None:
+def sweep_progress(runs_per_job: int = 1) -> str | None:
     """'k of N runs, ETA 12 min' for the sweep this process's job belongs to (the CLI sets
-    its size, folder and start in the environment; runs are counted by their result.json)."""
+    its job count, folder and start in the environment; runs are counted by their
+    result.json, a job of several seeds holding one per seed). The ETA extrapolates from the
+    runs finished since this sweep started, so a resumed sweep's earlier runs do not skew it."""
     total, folder, start = (os.environ.get(k) for k in (SWEEP_JOBS, SWEEP_DIR, SWEEP_START))
     if not (total and folder and start) or not total.isdigit():
         return None
-    done = sum(1 for _ in Path(folder).glob("**/result.json"))
-    total_n = int(total)
-    elapsed = time.time() - float(start)
+    started = float(start)
+    finished = [p.stat().st_mtime for p in Path(folder).glob("**/result.json")]
+    done, done_now = len(finished), sum(1 for t in finished if t >= started)
+    total_n = int(total) * max(1, runs_per_job)
     text = f"{done} of {total_n} runs"
-    if 0 < done < total_n:
-        left = elapsed / done * (total_n - done)
+    if 0 < done_now and done < total_n:
+        left = (time.time() - started) / done_now * (total_n - done)
         text += f", ETA {left / 60:.0f} min" if left >= 90 else f", ETA {left:.0f} s"
     return text
 
 
 class ConsoleSink(Sink):
-    def __init__(self, progress: bool | str = "auto", swept: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        progress: bool | str = "auto",
+        swept: dict[str, Any] | None = None,
+        runs_per_job: int = 1,
+    ) -> None:
         if progress not in (True, False, "auto"):
             raise ConfigError(f"logger.progress={progress!r}; choose one of: auto, true, false")
         self.progress = sys.stderr.isatty() if progress == "auto" else progress
         named = ("target", "method", "seed")  # already in the line's label
         self.swept = {k: v for k, v in (swept or {}).items() if k not in named}
+        self.runs_per_job = runs_per_job
         self._bar: tqdm | None = None
         self._step = 0
         self._label = ""
@@ -69,7 +78,7 @@ class ConsoleSink(Sink):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        progress = sweep_progress()
+        progress = sweep_progress(self.runs_per_job)
         line = summary_line(result, self.swept)
         print(f"{line}  [{progress}]" if progress else line, flush=True)
 
