@@ -33,7 +33,7 @@ def sweep_progress(runs_per_job: int = 1) -> str | None:
     done, done_now = len(finished), sum(1 for t in finished if t >= started)
     total_n = int(total) * max(1, runs_per_job)
     text = f"{done} of {total_n} runs"
-    if 0 < done_now and done < total_n:
+    if done_now > 0 and done < total_n:
         left = (time.time() - started) / done_now * (total_n - done)
         text += f", ETA {left / 60:.0f} min" if left >= 90 else f", ETA {left:.0f} s"
     return text
