@@ -274,19 +274,53 @@ def _has_metric(summary: pd.DataFrame, metric: str) -> bool:
 
 
 def markdown_table(summary: pd.DataFrame, metric: str) -> str | None:
-    """target x method table of `metric`; the lowest mean per row in bold. None if no values."""
+    """target x method table of `metric`; the lowest mean per row in bold. None if no values.
+    Wider than WIDTH characters, it is split into tables of fewer methods each."""
     if not _has_metric(summary, metric):
         return None
     methods, rows = _metric_rows(summary, metric)
     common = common_n(summary, metric)
-    lines = ["| target | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
-    for target, by_method, best in rows:
-        entries = [
-            "—" if m not in by_method else _cell(by_method[m], metric, m == best, common)
-            for m in methods
-        ]
-        lines.append(f"| {target} | " + " | ".join(entries) + " |")
-    return "\n".join(lines)
+    columns = [
+        (
+            method,
+            [
+                "—"
+                if method not in by_method
+                else _cell(by_method[method], metric, method == best, common)
+                for _, by_method, best in rows
+            ],
+        )
+        for method in methods
+    ]
+    return fitted_table("target", [target for target, _, _ in rows], columns)
+
+
+WIDTH = 100  # characters a markdown table's lines may take
+
+
+def fitted_table(
+    first: str, labels: list[str], columns: list[tuple[str, list[str]]], width: int = WIDTH
+) -> str:
+    """A markdown table, split column-wise into several (each repeating the first column)
+    where one would be wider than `width`."""
+    label_width = max(len(first), *(len(label) for label in labels)) + 4
+    chunks: list[list[tuple[str, list[str]]]] = [[]]
+    used = label_width
+    for header, cells in columns:
+        wide = max(len(header), *(len(c) for c in cells)) + 3
+        if chunks[-1] and used + wide > width:
+            chunks.append([])
+            used = label_width
+        chunks[-1].append((header, cells))
+        used += wide
+    tables = []
+    for chunk in chunks:
+        lines = ["| " + first + " | " + " | ".join(h for h, _ in chunk) + " |"]
+        lines.append("|---" * (len(chunk) + 1) + "|")
+        for i, label in enumerate(labels):
+            lines.append(f"| {label} | " + " | ".join(cells[i] for _, cells in chunk) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def common_n(summary: pd.DataFrame, metric: str) -> int:
@@ -355,10 +389,10 @@ PAIRED_PREAMBLE = "\n".join(
     [
         "Lift minus baseline on the same seeds (same data draw), over the seeds where both runs",
         "are ok; negative = lift better (every metric is lower-is-better). Cell: mean difference",
-        f"[{LEVEL:.0%} paired t-interval over seeds], two-sided paired t-test p (n = pairs); n<2:",
-        "too few pairs for a test. Each target shows its headline metric (the first one it has);",
-        "paired.csv holds every metric and the exact Wilcoxon signed-rank p (zeros dropped,",
-        "midranks for ties), which with n pairs cannot go below 2/2^n (0.0625 at n = 5).",
+        f"[{LEVEL:.0%} paired t-interval over seeds]; n<2: too few pairs for a test. Each",
+        "target shows its headline metric (the first one it has). paired.csv holds every",
+        "metric, the two-sided paired t-test p (also in table.tex) and the exact Wilcoxon",
+        "signed-rank p (zeros dropped, midranks for ties), at least 2/2^n (0.0625 at n = 5).",
         "Win / loss: the interval lies entirely below / above 0; otherwise a tie.",
     ]
 )
@@ -375,20 +409,41 @@ def paired_markdown(paired: pd.DataFrame) -> str | None:
     for lift, metric, block in blocks:
         baselines = method_order(block["baseline"].unique())
         title = headings[metric] + ("" if lift == LIFT else f" ({lift})")
-        parts += ["", f"### {title}", "", _paired_markdown_table(block, baselines)]
+        pairs = int(block["n_pairs"].mode().iloc[0])
+        parts += [
+            "",
+            f"### {title} ({pairs} pairs per cell unless marked)",
+            "",
+            _paired_markdown_table(block, baselines),
+        ]
         lines = wins_lines(block)
         parts += ["", *(f"- {line}" for line in lines)]
     return "\n".join(parts)
 
 
 def _paired_markdown_table(block: pd.DataFrame, baselines: list[str]) -> str:
-    lines = ["| target | " + " | ".join(f"vs {b}" for b in baselines) + " |"]
-    lines.append("|---" * (len(baselines) + 1) + "|")
-    for target, rows in block.groupby("target", sort=False):
-        by_baseline = {row.baseline: row for row in rows.itertuples()}
-        entries = [_paired_cell(by_baseline[b]) if b in by_baseline else "—" for b in baselines]
-        lines.append(f"| {target} | " + " | ".join(entries) + " |")
-    return "\n".join(lines)
+    common = int(block["n_pairs"].mode().iloc[0]) if len(block) else 0
+    targets = list(dict.fromkeys(block["target"]))
+    by_cell = {(row.target, row.baseline): row for row in block.itertuples()}
+    columns = [
+        (
+            f"vs {b}",
+            [
+                _paired_markdown_cell(by_cell[(t, b)], common) if (t, b) in by_cell else "—"
+                for t in targets
+            ],
+        )
+        for b in baselines
+    ]
+    return fitted_table("target", targets, columns)
+
+
+def _paired_markdown_cell(row, common: int) -> str:
+    """`mean [low, high]`, with n where it is not the block's; p values are in paired.csv."""
+    if row.n_pairs < 2:
+        return _paired_cell(row)
+    interval = f"{_signed(row.mean_diff)} [{_signed(row.ci_low)}, {_signed(row.ci_high)}]"
+    return interval if row.n_pairs == common else f"{interval} (n={row.n_pairs})"
 
 
 def _paired_cell(row, number=None, too_few: str = "n<2", p_value=None) -> str:
