@@ -333,3 +333,21 @@ def test_latex_escapes_names_and_uses_booktabs(tmp_path):
     assert "\\begin{tabular}{lccc}" in latex
     assert latex.count("\\begin{table}") == latex.count("\\end{table}") == 4  # kl, tv, nll, paired
     assert "±" not in latex and "‖" not in latex
+
+
+def test_a_mixed_sweep_draws_every_target_once(tmp_path):
+    from icnn_bench.report.figures import loss_figure
+
+    rows = []
+    for target, kl in (("gumbel", True), ("digits_latents_d4", False)):
+        for method in ("pgd", "lift"):
+            for seed in (0, 1):
+                for step in (0, 100, 200):
+                    rows.append(
+                        {"target": target, "method": method, "seed": seed, "step": step,
+                         "variant": "", "run_dir": f"{target}{method}{seed}",
+                         "val_nll": 5.0 - step / 100 + seed, "kl": 0.5 / (step + 1) if kl else None}
+                    )  # fmt: skip
+    made = loss_figure(pd.DataFrame(rows), tmp_path / "loss_curves.png")
+    assert made == [tmp_path / "loss_curves.png", tmp_path / "loss_curves_nll.png"]
+    assert all(path.stat().st_size > 5_000 for path in made)

@@ -116,7 +116,7 @@ def write_report(
     io.write_text(files[3], markdown)
     io.write_text(files[4], comparison_latex(summary, paired, title))
     made = [
-        loss_figure(curves, out_dir / "loss_curves.png"),
+        *loss_figure(curves, out_dir / "loss_curves.png"),
         curve_figure(
             curves,
             "dead_frac",

@@ -143,29 +143,40 @@ def curve_figure(
     return path
 
 
-def loss_figure(curves: pd.DataFrame, path: Path) -> Path | None:
-    """The gap between methods: KL to the truth on the grid (log axis) where it is known,
-    else the validation NLL minus the panel's best final value."""
-    if "kl" in curves and curves["kl"].notna().any():
-        known = curves[curves.groupby("target")["kl"].transform("count") > 0]
-        return curve_figure(
-            known,
-            "kl",
-            "KL(target ‖ model), grid",
-            path,
-            log_y=True,
-            caption="KL on the quadrature grid at each evaluation (exact up to the grid); "
-            "line: median over seeds, band: inter-quartile range",
+def loss_figure(curves: pd.DataFrame, path: Path) -> list[Path | None]:
+    """The gap between methods: KL to the truth on the grid (log axis) for the targets where it
+    is known; the others (all of them, or the rest in a mixed sweep, in `<path>_nll.png`)
+    draw the validation NLL minus the panel's best final value."""
+    if "kl" in curves:
+        known = curves.groupby("target")["kl"].transform("count") > 0
+    else:
+        known = pd.Series(False, index=curves.index)
+    made: list[Path | None] = []
+    if known.any():
+        made.append(
+            curve_figure(
+                curves[known],
+                "kl",
+                "KL(target ‖ model), grid",
+                path,
+                log_y=True,
+                caption="KL on the quadrature grid at each evaluation (exact up to the grid); "
+                "line: median over seeds, band: inter-quartile range",
+            )
         )
-    return curve_figure(
-        curves,
-        "val_nll",
-        "val NLL − best final (nats)",
-        path,
-        relative=True,
-        caption="validation NLL minus the best method's final median; line: median over "
-        "seeds, band: inter-quartile range",
-    )
+    if not known.all():
+        made.append(
+            curve_figure(
+                curves[~known],
+                "val_nll",
+                "val NLL − best final (nats)",
+                path.with_name(f"{path.stem}_nll{path.suffix}") if known.any() else path,
+                relative=True,
+                caption="validation NLL minus the best method's final median; line: median "
+                "over seeds, band: inter-quartile range",
+            )
+        )
+    return made
 
 
 def density_figure(runs: pd.DataFrame, path: Path, store: RunFiles | None = None) -> Path | None:
