@@ -47,6 +47,8 @@ def load_sources(sources: list[Path], regime: str) -> pd.DataFrame:
         table = source if source.suffix == ".csv" else source / "runs.csv"
         if table.is_file() and (source.suffix == ".csv" or collect_runs(source).empty):
             runs = pd.read_csv(table)
+            if "run" in runs:  # run folders named relative to the report's sweep folder
+                runs["run_dir"] = [str(table.parent / name) for name in runs["run"]]
             variant = runs.get("variant", pd.Series(None, index=runs.index, dtype=object))
             runs["variant"] = variant.astype(object).where(variant.notna(), "")
             runs["regime"] = regime

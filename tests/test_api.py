@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -103,3 +104,21 @@ def test_a_report_folder_is_redrawn_from_its_compact_run_data(sweep, tmp_path):
     assert {"loss_curves.png", "densities.png", "dead_fraction.png"} <= drawn
     curves = pd.read_csv(copy / "curves.csv.gz")
     assert {"run", "step", "val_nll", "kl"} <= set(curves.columns)
+
+
+def test_an_older_report_with_only_runs_csv_gets_its_tables_rebuilt(sweep, tmp_path, capsys):
+    from icnn_bench.report import make_report, redraw
+
+    made = make_report(sweep)
+    old = tmp_path / "results"
+    old.mkdir()
+    runs = pd.read_csv(sweep / "runs.csv")  # the older format: run folders' absolute paths
+    runs["run_dir"] = [f"/elsewhere/{Path(name).name}" for name in runs.pop("run")]
+    runs.to_csv(old / "runs.csv", index=False)
+    (old / "loss_curves.png").write_bytes(b"as first drawn")
+    again = redraw(old)
+    assert "tables rebuilt, figures kept as drawn" in capsys.readouterr().out
+    body = lambda text: text.split("\n", 1)[1]  # noqa: E731
+    assert body(again.table_markdown) == body(made.table_markdown)
+    assert (old / "loss_curves.png").read_bytes() == b"as first drawn"
+    assert "/elsewhere" not in (old / "runs.csv").read_text()  # runs named relative to it

@@ -70,21 +70,28 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
 
 def redraw(folder: Path, out_dir: Path | None = None) -> Report:
     """The tables and figures of a report folder drawn again from its compact run data
-    (runs.csv, curves.csv.gz, densities.csv.gz, dwell.csv.gz): no run folders needed."""
+    (runs.csv, curves.csv.gz, densities.csv.gz, dwell.csv.gz): no run folders needed. A
+    folder with a runs.csv only (made before reports kept their run data) gets its tables
+    rebuilt; its figures stay as they were drawn."""
     folder = Path(folder)
     runs_path = folder / "runs.csv"
-    if not runs_path.exists() or not (folder / CURVES).exists():
-        raise FileNotFoundError(
-            f"{folder} holds no compact run data (runs.csv and {CURVES}); a report made by "
-            "this version of icnn-bench-report writes them"
-        )
+    if not runs_path.exists():
+        raise FileNotFoundError(f"{folder} holds no runs.csv: not a report folder")
     runs = pd.read_csv(runs_path)
+    if RUN not in runs:  # an older report: its runs named by their (absolute) folders
+        runs[RUN] = [Path(str(d)).name for d in runs.get("run_dir", runs.index.astype(str))]
     runs["run_dir"] = [str(folder / name) for name in runs[RUN]]
-    curves = pd.read_csv(folder / CURVES)
-    curves["run_dir"] = [str(folder / name) for name in curves[RUN]]
-    keys = runs.set_index("run_dir")[["target", "method", "seed"]]
-    curves = curves.drop(columns=[c for c in ("target", "method", "seed") if c in curves])
-    curves = curves.join(keys, on="run_dir")
+    if "variant" in runs:
+        runs["variant"] = runs["variant"].astype(object).where(runs["variant"].notna(), "")
+    if (folder / CURVES).exists():
+        curves = pd.read_csv(folder / CURVES)
+        curves["run_dir"] = [str(folder / name) for name in curves[RUN]]
+        keys = runs.set_index("run_dir")[["target", "method", "seed"]]
+        curves = curves.drop(columns=[c for c in ("target", "method", "seed") if c in curves])
+        curves = curves.join(keys, on="run_dir")
+    else:
+        print(f"{folder}: no {CURVES} (an older report): tables rebuilt, figures kept as drawn")
+        curves = pd.DataFrame()
     out_dir = Path(out_dir) if out_dir is not None else folder
     return write_report(runs, curves, CompactFiles(folder), out_dir, folder, runs.iloc[0:0])
 
@@ -110,7 +117,7 @@ def write_report(
 
     written = with_swept_columns(runs)  # swept settings as typed columns
     written[RUN] = [_relative(root, d) for d in written["run_dir"]]
-    io.write_csv(files[0], written)
+    io.write_csv(files[0], written.drop(columns="run_dir"))  # `run` names it, relative
     io.write_csv(files[1], summary)
     io.write_csv(files[2], paired)
     io.write_text(files[3], markdown)

@@ -16,7 +16,7 @@ import pandas as pd
 from icnn_bench import io
 from icnn_bench.plotting import crop_x as _crop_x
 from icnn_bench.report.data import RunFiles
-from icnn_bench.report.tables import method_order, natural_key
+from icnn_bench.report.tables import method_order, natural_key, short_label
 
 PALETTE = [
     f"tab:{c}"
@@ -32,11 +32,6 @@ def method_colours() -> dict[str, str]:
     known = method_order([*registry.options("method"), *registry.options("model")])
     known = [m for m in known if m in registry.options("method")]  # model-only names last
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(known)}
-
-
-def short_label(label: str) -> str:
-    """Short panel titles: drop the "target.params." and "data." prefixes of swept keys."""
-    return str(label).replace("target.params.", "").replace("data.", "")
 
 
 def _colour(method: str, index: int) -> str:

@@ -298,11 +298,18 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str | None:
 WIDTH = 100  # characters a markdown table's lines may take
 
 
+def short_label(label: str) -> str:
+    """Short row labels and panel titles: drop the "target.params." and "data." prefixes of
+    swept keys (csv files keep the full names)."""
+    return str(label).replace("target.params.", "").replace("data.", "")
+
+
 def fitted_table(
     first: str, labels: list[str], columns: list[tuple[str, list[str]]], width: int = WIDTH
 ) -> str:
     """A markdown table, split column-wise into several (each repeating the first column)
     where one would be wider than `width`."""
+    labels = [short_label(label) for label in labels]
     label_width = max(len(first), *(len(label) for label in labels)) + 4
     chunks: list[list[tuple[str, list[str]]]] = [[]]
     used = label_width
