@@ -452,6 +452,14 @@ Each phase timed on its own (so the sum exceeds a plain step a little):
   ≈ {floor["readout_traffic_mb"]:.0f} MB per step ≈ {floor["memory_floor_ms"]:.2f} ms at that
   bandwidth, before the ICNN's own cost.
 
+## Cost growth
+
+![step time against width, depth, batch size and CP-Flow's input dimension](bench_scaling.png)
+
+Measured by `scripts/bench_scaling.py` (its own run, figures and growth exponents in
+[bench_scaling.md](bench_scaling.md)): log-log step time against ICNN width (32..512), depth,
+batch size and, for CP-Flow, input dimension (exact and stochastic log-det), with the floors.
+
 ## Seed-vectorised training (1-D gallery, {args.seeds} seeds)
 
 {
