@@ -92,6 +92,28 @@ def side_by_side(exact: pd.DataFrame, authors: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def effect_table(by_regime: dict[str, pd.DataFrame], metric: str, targets: list[str]) -> str:
+    """Mean (± std) of `metric` per target x method under each regime or switch: which
+    difference moves which method."""
+    names = list(by_regime)
+    lines = [
+        "| target | method | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for target in targets:
+        methods = method_order(
+            {m for f in by_regime.values() for m in f.loc[f.target == target, "method"]}
+        )
+        for method in methods:
+            cells = []
+            for frame in by_regime.values():
+                ok = frame[(frame.target == target) & (frame.method == method)]
+                ok = ok[ok.status == "ok"]
+                cells.append(cell(ok[metric]) if metric in ok else "—")
+            lines.append(f"| {target} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
     paired = paired_comparisons(runs)
     paired = paired[paired["metric"].isin(VERDICT_METRICS) & (paired["lift"] == "lift")]
@@ -266,6 +288,26 @@ def main(argv: list[str] | None = None) -> None:
             *(f"- {name}: {counts(frame, metric)}" for name, frame in full.items()),
         ]
     if switches:
+        switched_targets = sorted(
+            {t for f in switches.values() for t in f["target"]}, key=natural_key
+        )
+        runs_by = {"exact": exact, **switches, "authors (all)": authors}
+        parts += [
+            "",
+            "## What each difference does to each method (KL, mean ± std over seeds)",
+            "",
+            "The exact regime, the exact regime with one of the authors' differences switched",
+            "on, and the authors' regime with all of them; the switched sweeps may have fewer",
+            "seeds (n in summary below).",
+            "",
+            effect_table(runs_by, "kl", switched_targets),
+            "",
+            *(
+                f"- {name}: {len(f[f.status == 'ok'])} ok runs, seeds "
+                f"{sorted(int(x) for x in f['seed'].dropna().unique())}"
+                for name, f in runs_by.items()
+            ),
+        ]
         for metric in VERDICT_METRICS:
             parts += [
                 "",
