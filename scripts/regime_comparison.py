@@ -114,6 +114,23 @@ def effect_table(by_regime: dict[str, pd.DataFrame], metric: str, targets: list[
     return "\n".join(lines)
 
 
+def fill_from_exact(
+    switched: pd.DataFrame, exact: pd.DataFrame, name: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """A switch that touches only some methods (the evaluation emission: only the lift) is
+    run for those alone; the other methods' runs on the same targets and seeds are the
+    exact regime's, which that switch leaves unchanged. Returns the filled frame and the
+    borrowed methods (stated in the table)."""
+    targets, seeds = set(switched["target"]), set(switched["seed"])
+    missing = sorted(set(exact["method"]) - set(switched["method"]))
+    rows = exact[
+        exact["method"].isin(missing) & exact["target"].isin(targets) & exact["seed"].isin(seeds)
+    ]
+    if rows.empty:
+        return switched, []
+    return pd.concat([switched, rows.assign(regime=name)], ignore_index=True), missing
+
+
 def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
     paired = paired_comparisons(runs)
     paired = paired[paired["metric"].isin(VERDICT_METRICS) & (paired["lift"] == "lift")]
@@ -232,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     for item in args.switch:
         name, folder = item.split("=", 1)
         switches[name] = load_sources([Path(folder)], name)
+    borrowed = {}
+    for name, frame in switches.items():  # methods a switched sweep left out: from exact
+        switches[name], borrowed[name] = fill_from_exact(frame, exact, name)
     everything = pd.concat([exact, authors, *switches.values()], ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
     keep = [c for c in everything.columns if c not in ("run_dir",)]
@@ -305,6 +325,12 @@ def main(argv: list[str] | None = None) -> None:
             *(
                 f"- {name}: {len(f[f.status == 'ok'])} ok runs, seeds "
                 f"{sorted(int(x) for x in f['seed'].dropna().unique())}"
+                + (
+                    f"; {', '.join(borrowed[name])} from the exact regime (this switch does "
+                    "not touch them, so they were not run again)"
+                    if borrowed.get(name)
+                    else ""
+                )
                 for name, f in runs_by.items()
             ),
         ]
