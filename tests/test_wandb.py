@@ -312,6 +312,8 @@ def _kinds(folder: Path) -> list[str]:
 def test_a_wandb_sweep_marks_its_swept_settings_and_logs_its_report(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
+    for key in ("WANDB_SILENT", "WANDB_CONSOLE"):  # the quiet default is ours, not the suite's
+        monkeypatch.delenv(key, raising=False)
     sweep = tmp_path / "sweep"
     done = icnn_bench(
         "-m", "logger=wandb", "target=gaussian", "method=pgd", "seed=0",
