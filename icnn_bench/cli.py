@@ -343,7 +343,7 @@ def _run_seeds(config: dict[str, Any], job_dir: Path, hydra_cfg: Any) -> float:
             config,
             job_dir,
             lambda cfg, run_dir: make_sinks(
-                {**cfg, "seeds": config.get("seeds")}, run_dir, group, swept, single
+                cfg, run_dir, group, swept, single, runs_per_job=len(config["seeds"])
             ),
         )
     except ConfigError as error:
@@ -378,19 +378,16 @@ def make_sinks(
     group: str | None = None,
     swept: dict[str, Any] | None = None,
     single: bool = False,
+    runs_per_job: int = 1,
 ) -> list[Sink]:
     """The sinks `config["logger"]` asks for next to the run folder's files (always written):
     the console line, and with `logger=wandb` a W&B run; `group` is its W&B group unless the
     logger config names one; `swept`: the run's command-line settings (its name and flat
-    config keys in W&B); `single`: a single run (its weights go to W&B unless told not to)."""
+    config keys in W&B); `single`: a single run (its weights go to W&B unless told not to);
+    `runs_per_job`: the seeds a job of several holds (the sweep's progress counts runs)."""
     logger = config.get("logger") or {}
-    seeds = config.get("seeds")
     sinks: list[Sink] = [
-        ConsoleSink(
-            progress=logger.get("progress", "auto"),
-            swept=swept,
-            runs_per_job=len(seeds) if isinstance(seeds, list | tuple) else 1,
-        )
+        ConsoleSink(progress=logger.get("progress", "auto"), swept=swept, runs_per_job=runs_per_job)
     ]
     if logger.get("name") == "wandb":
         from icnn_bench.sinks.wandb import WandbSink

@@ -421,15 +421,14 @@ def paired_markdown(paired: pd.DataFrame) -> str | None:
             "",
             f"### {title} ({pairs} pairs per cell unless marked)",
             "",
-            _paired_markdown_table(block, baselines),
+            _paired_markdown_table(block, baselines, pairs),
         ]
         lines = wins_lines(block)
         parts += ["", *(f"- {line}" for line in lines)]
     return "\n".join(parts)
 
 
-def _paired_markdown_table(block: pd.DataFrame, baselines: list[str]) -> str:
-    common = int(block["n_pairs"].mode().iloc[0]) if len(block) else 0
+def _paired_markdown_table(block: pd.DataFrame, baselines: list[str], common: int) -> str:
     targets = list(dict.fromkeys(block["target"]))
     by_cell = {(row.target, row.baseline): row for row in block.itertuples()}
     columns = [
