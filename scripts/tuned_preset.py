@@ -36,14 +36,15 @@ def read_study(sweep_dir: Path) -> dict:
         "lr": float(best["best_params"]["trainer.lr"]),
         "val_nll": float(best["best_value"]),
         "trials": len(configs),
-        "folder": str(sweep_dir),
+        # the study folder by name: presets are committed, machine paths are not
+        "folder": sweep_dir.name,
     }
 
 
 def preset_text(studies: list[dict]) -> str:
     provenance = [
         f"#   {s['method']}: lr {s['lr']:.3g} (best val NLL {s['val_nll']:.4f} on {s['target']}, "
-        f"{s['trials']} trials, {s['folder']})"
+        f"{s['trials']} trials, study {s['folder']})"
         for s in studies
     ]
     rates = "\n".join(f"  {s['method']}: {s['lr']:.6g}" for s in studies)

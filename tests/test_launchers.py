@@ -86,6 +86,7 @@ def test_optuna_tunes_the_learning_rate_and_feeds_the_tuned_preset(tmp_path):
     assert len(tried) == 3 and len(set(tried)) == 3 and lr in tried
     preset = tmp_path / "tuned.yaml"
     write_preset([str(sweep), "--out", str(preset)])
+    assert str(tmp_path) not in preset.read_text()
     written = yaml.safe_load(preset.read_text())
     assert written["tuned_lr"] == {"pgd": pytest.approx(lr, rel=1e-5)}
     assert written["trainer"]["lr"] == "${tuned_lr.${method.name}}"
