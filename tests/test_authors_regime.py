@@ -61,7 +61,13 @@ def test_the_learned_sampler_trains_an_ebm_with_exact_evaluation_and_its_counts(
     assert result["log_z_estimator"] == "quadrature" and result["log_z_se"] == 0  # exact
     assert result["sampler_steps_total"] >= 30
     metrics = __import__("pandas").read_csv(tmp_path / "metrics.csv")
-    for column in ("log_z_err", "sampler_kl", "sampler_steps", "sampler_unconverged"):
+    for column in (
+        "log_z_err",
+        "sampler_kl",
+        "sampler_steps",
+        "sampler_unconverged",
+        "sampler_behind",
+    ):
         assert column in metrics
     assert metrics["log_z_err"].notna().all()
 
@@ -70,8 +76,30 @@ def test_an_unconverged_sampler_is_counted_and_noted(tiny_config, tmp_path):
     never = {**SAMPLER, "kl_threshold": -1e9, "max_steps": 2}
     result = run(tiny_config("pgd", log_z=never, trainer={"steps": 12}), tmp_path)
     assert result["status"] == "ok"
-    assert result["sampler_unconverged_steps"] == 12
+    assert result["sampler_unconverged_steps"] == 12 and result["sampler_behind_steps"] == 0
     assert "12 of 12 EBM steps above its KL threshold" in result["sampler_note"]
+
+
+def test_a_sampler_behind_the_ebm_is_counted_and_noted():
+    """A KL estimate far below zero (a true KL is >= 0) flags a training log Z that was too
+    low: the EBM found mass its sampler had not. A fitted sampler is never flagged."""
+    target = build_target("gaussian")
+    estimator = log_z_from_config({**SAMPLER, "warmup_steps": 200, "lr": 1e-2}, target, seed=0)
+    energy = quadratic(scale=1.0, shift=0.0)
+    estimator.warm_up(lambda: energy)
+    for _ in range(5):
+        estimator.adapt(energy, estimator(energy, training=True).detach())
+    assert estimator.counts.total_behind == 0
+    assert "below" not in estimator.summary().get("sampler_note", "")
+    too_low = torch.tensor(-50.0)  # a log Z_hat 50 nats short of the truth (about 0.92)
+    for _ in range(3):
+        estimator.adapt(energy, too_low)
+    row = estimator.diagnostics(energy)
+    assert row["sampler_behind"] == 3 and row["sampler_kl"] < -40
+    summary = estimator.summary()
+    assert summary["sampler_behind_steps"] == 3
+    assert "in 3 of 8 EBM steps its KL estimate ended below -0.1" in summary["sampler_note"]
+    assert summary["sampler_note"].count("below") == 1
 
 
 def test_the_learned_sampler_resumes_bit_identical(tiny_config, tmp_path):

@@ -113,7 +113,10 @@ class LearnedSamplerLogZ(LogZEstimator):
             self._sampler_step(energy_fn)
             steps += 1
             kl = self._kl(energy_fn, log_z_hat)
-        self.counts.record(steps, kl, converged=kl < self.kl_threshold)
+        # a true KL is >= 0: an estimate below -threshold means this step's log Z_hat was
+        # too low by at least that (the EBM has mass its sampler had not found)
+        behind = kl < -abs(self.kl_threshold)
+        self.counts.record(steps, kl, converged=kl < self.kl_threshold, behind=behind)
 
     def warm_up(self, energy_fns: Callable[[], EnergyFn]) -> None:
         """Fit the sampler to the initial energy before the first EBM step (each step to the
@@ -154,7 +157,8 @@ class LearnedSamplerLogZ(LogZEstimator):
     def diagnostics(self, energy_fn: EnergyFn) -> dict[str, float]:
         """Per evaluation: the training estimator's error against exact quadrature (where
         there is a reference), the sampler's last KL estimate, its mean steps per EBM step
-        since the last evaluation, and how many of those EBM steps ended unconverged."""
+        since the last evaluation, and how many of those EBM steps ended unconverged or with
+        a KL estimate below -threshold (behind)."""
         row = self.counts.since_last()
         if self.reference is not None:
             generator = torch.Generator(device=self._device()).manual_seed(
@@ -171,13 +175,24 @@ class LearnedSamplerLogZ(LogZEstimator):
             "log_z_train": "learned_sampler",
             "sampler_steps_total": self.counts.total_steps,
             "sampler_unconverged_steps": self.counts.total_unconverged,
+            "sampler_behind_steps": self.counts.total_behind,
         }
+        notes = []
         if self.counts.total_unconverged:
-            out["sampler_note"] = (
+            notes.append(
                 f"the sampler ended {self.counts.total_unconverged} of {self.counts.total_ebm} "
                 f"EBM steps above its KL threshold {self.kl_threshold} after "
                 f"{self.max_steps} steps"
             )
+        if self.counts.total_behind:
+            notes.append(
+                f"in {self.counts.total_behind} of {self.counts.total_ebm} EBM steps its KL "
+                f"estimate ended below -{abs(self.kl_threshold)}: the training log Z was "
+                "underestimated there (the EBM ahead of its sampler), so those steps' losses "
+                "are not trustworthy"
+            )
+        if notes:
+            out["sampler_note"] = "; ".join(notes)
         return out
 
     # -- state ---------------------------------------------------------------------------
@@ -238,18 +253,20 @@ class _Counts:
     """Sampler steps per EBM step, since the last evaluation and in all."""
 
     def __init__(self) -> None:
-        self.steps = self.ebm = self.unconverged = 0
-        self.total_steps = self.total_ebm = self.total_unconverged = 0
+        self.steps = self.ebm = self.unconverged = self.behind = 0
+        self.total_steps = self.total_ebm = self.total_unconverged = self.total_behind = 0
         self.evaluations = 0
         self.last_kl = math.nan
 
-    def record(self, steps: int, kl: float, converged: bool) -> None:
+    def record(self, steps: int, kl: float, converged: bool, behind: bool = False) -> None:
         self.steps += steps
         self.ebm += 1
         self.unconverged += not converged
+        self.behind += behind
         self.total_steps += steps
         self.total_ebm += 1
         self.total_unconverged += not converged
+        self.total_behind += behind
         self.last_kl = kl
 
     def since_last(self) -> dict[str, float]:
@@ -257,8 +274,9 @@ class _Counts:
             "sampler_kl": self.last_kl,
             "sampler_steps": self.steps / self.ebm if self.ebm else math.nan,
             "sampler_unconverged": float(self.unconverged),
+            "sampler_behind": float(self.behind),
         }
-        self.steps = self.ebm = self.unconverged = 0
+        self.steps = self.ebm = self.unconverged = self.behind = 0
         self.evaluations += 1
         return row
 
