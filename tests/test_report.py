@@ -351,3 +351,19 @@ def test_a_mixed_sweep_draws_every_target_once(tmp_path):
     made = loss_figure(pd.DataFrame(rows), tmp_path / "loss_curves.png")
     assert made == [tmp_path / "loss_curves.png", tmp_path / "loss_curves_nll.png"]
     assert all(path.stat().st_size > 5_000 for path in made)
+
+
+def test_a_relative_nll_panel_clips_an_exploited_estimate_and_says_so():
+    from icnn_bench.report.figures import relative_limits
+
+    def quartiles(rows):
+        return pd.DataFrame(rows, columns=[0.25, 0.5, 0.75], index=range(len(rows)))
+
+    sane = {
+        "pgd": quartiles([[12, 13, 14], [5.1, 5.2, 5.3]]),
+        "lift": quartiles([[9, 10, 11], [5.0, 5.0, 5.1]]),
+    }
+    assert relative_limits(sane, offset=5.0) is None  # nothing far out: autoscale
+    exploited = {**sane, "lift": quartiles([[-2e10, 10, 1e9], [5.0, 5.0, 5.1]])}
+    low, high = relative_limits(exploited, offset=5.0)
+    assert low == -1.0 and high == pytest.approx(80.0)  # 10x the highest median (13 - 5)

@@ -103,6 +103,7 @@ def curve_figure(
     methods = method_order(curves["method"].unique())
     styles = _styles(methods)
     fig, axes = _panels(len(targets))
+    clipped = False
     for ax, target in zip(axes, targets, strict=False):
         panel = curves[curves["target"] == target]
         stats = {
@@ -128,14 +129,40 @@ def curve_figure(
             ax.set_yscale("log")
         elif relative:
             ax.set_yscale("symlog", linthresh=1e-3)
+            limits = relative_limits(stats, offset)
+            if limits is not None:
+                ax.set_ylim(*limits)
+                clipped = True
         ax.set_title(short_label(target), fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
-    _legend(fig, axes, caption or "line: median over seeds; band: inter-quartile range")
+    caption = caption or "line: median over seeds; band: inter-quartile range"
+    if clipped:
+        caption += (
+            f"; axis clipped at −{NLL_FLOOR:g} nat below the best final value and 10× the "
+            "highest median: some seeds' values lie far outside (an estimated log Z gone "
+            "wrong in those steps; metrics.csv holds them)"
+        )
+    _legend(fig, axes, caption)
     io.save_figure(path, fig)
     plt.close(fig)
     return path
+
+
+NLL_FLOOR = 1.0  # nats: a validation NLL this far below the best final one is an estimator's
+
+
+def relative_limits(stats: dict[str, pd.DataFrame], offset: float) -> tuple[float, float] | None:
+    """y-limits for a relative-NLL panel when some quartile lies absurdly far out (an
+    estimator exploited by its EBM reaches -1e10), else None: autoscale."""
+    values = pd.concat([st - offset for st in stats.values()])
+    medians = pd.concat([st[0.5] - offset for st in stats.values()])
+    low, high = float(values.min().min()), float(values.max().max())
+    ceiling = 10 * max(float(medians.max()), 1.0)
+    if low >= -NLL_FLOOR and high <= ceiling:
+        return None
+    return max(low, -NLL_FLOOR), min(high, ceiling)
 
 
 def loss_figure(curves: pd.DataFrame, path: Path) -> list[Path | None]:
