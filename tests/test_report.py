@@ -353,6 +353,39 @@ def test_a_mixed_sweep_draws_every_target_once(tmp_path):
     assert all(path.stat().st_size > 5_000 for path in made)
 
 
+def test_a_known_entropy_without_a_grid_draws_nll_minus_entropy(tmp_path):
+    from icnn_bench.report.figures import loss_figure, with_entropy_gap
+
+    rows, runs = [], []
+    kinds = {
+        "gumbel": (True, 1.58),
+        "synthetic_d8": (False, 11.0),
+        "digits_latents_d4": (False, None),
+    }
+    for target, (grid, entropy) in kinds.items():
+        for method in ("pgd", "lift"):
+            for seed in (0, 1):
+                run_dir = f"{target}{method}{seed}"
+                runs.append({"run_dir": run_dir, "entropy": entropy})
+                for step in (0, 100, 200):
+                    rows.append(
+                        {"target": target, "method": method, "seed": seed, "step": step,
+                         "variant": "", "run_dir": run_dir, "val_nll": 12.0 - step / 100 + seed,
+                         "kl": 0.5 / (step + 1) if grid else None}
+                    )  # fmt: skip
+    curves = with_entropy_gap(pd.DataFrame(rows), pd.DataFrame(runs))
+    synthetic = curves[curves["target"] == "synthetic_d8"]
+    assert (synthetic["nll_minus_entropy"] == synthetic["val_nll"] - 11.0).all()
+    assert curves.loc[curves["target"] == "digits_latents_d4", "nll_minus_entropy"].isna().all()
+    made = loss_figure(curves, tmp_path / "loss_curves.png")
+    assert [p.name for p in made] == [
+        "loss_curves.png", "loss_curves_nll_entropy.png", "loss_curves_nll.png"
+    ]  # fmt: skip
+    assert all(path.stat().st_size > 5_000 for path in made)
+    alone = loss_figure(curves[curves["target"] == "synthetic_d8"], tmp_path / "alone.png")
+    assert alone == [tmp_path / "alone.png"]  # the first figure made takes the name
+
+
 def test_a_relative_nll_panel_clips_an_exploited_estimate_and_says_so():
     from icnn_bench.report.figures import relative_limits
 

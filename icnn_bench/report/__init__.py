@@ -17,6 +17,7 @@ from icnn_bench.report.figures import (
     dwell_figure,
     heatmap_figure,
     loss_figure,
+    with_entropy_gap,
 )
 from icnn_bench.report.tables import (
     comparison_latex,
@@ -123,7 +124,7 @@ def write_report(
     io.write_text(files[3], markdown)
     io.write_text(files[4], comparison_latex(summary, paired, title))
     made = [
-        *loss_figure(curves, out_dir / "loss_curves.png"),
+        *loss_figure(with_entropy_gap(curves, runs), out_dir / "loss_curves.png"),
         curve_figure(
             curves,
             "dead_frac",

@@ -93,10 +93,12 @@ def curve_figure(
     log_y: bool = False,
     relative: bool = False,
     caption: str | None = None,
+    symlog: bool = False,
 ) -> Path | None:
     """One panel per target, one hue per method (a line style per variant): the median over
     seeds with an inter-quartile band. `relative`: minus the best final median of the panel
-    (how far each method is from the best one, on a symmetric-log axis)."""
+    (how far each method is from the best one, on a symmetric-log axis). `symlog`: the values
+    as they are on that axis (an estimate of a KL, which noise can push below 0)."""
     if curves.empty or metric not in curves or curves[metric].notna().sum() == 0:
         return None
     targets = sorted(curves["target"].dropna().unique(), key=natural_key)
@@ -127,7 +129,7 @@ def curve_figure(
                         color=colour, xytext=(2, 0), textcoords="offset points")  # fmt: skip
         if log_y:
             ax.set_yscale("log")
-        elif relative:
+        elif relative or symlog:
             ax.set_yscale("symlog", linthresh=1e-3)
             limits = relative_limits(stats, offset)
             if limits is not None:
@@ -140,7 +142,8 @@ def curve_figure(
     caption = caption or "line: median over seeds; band: inter-quartile range"
     if clipped:
         caption += (
-            f"; axis clipped at −{NLL_FLOOR:g} nat below the best final value and 10× the "
+            f"; axis clipped at −{NLL_FLOOR:g} nat below "
+            f"{'the best final value' if relative else 'zero'} and 10× the "
             "highest median: some seeds' values lie far outside (an estimated log Z gone "
             "wrong in those steps; metrics.csv holds them)"
         )
@@ -165,39 +168,55 @@ def relative_limits(stats: dict[str, pd.DataFrame], offset: float) -> tuple[floa
     return max(low, -NLL_FLOOR), min(high, ceiling)
 
 
+def with_entropy_gap(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """`curves` with `nll_minus_entropy`: each evaluation's validation NLL minus its run's
+    target entropy (runs.csv's `entropy`, where the truth is known), a sample estimate of KL."""
+    if curves.empty or "val_nll" not in curves or "entropy" not in runs or "run_dir" not in runs:
+        return curves
+    entropy = pd.to_numeric(runs.set_index("run_dir")["entropy"], errors="coerce")
+    if entropy.notna().sum() == 0:
+        return curves
+    gap = pd.to_numeric(curves["val_nll"], errors="coerce") - curves["run_dir"].map(entropy)
+    return curves.assign(nll_minus_entropy=gap)
+
+
+def _known(curves: pd.DataFrame, metric: str) -> pd.Series:
+    """Rows of the targets where `metric` was ever recorded."""
+    if metric not in curves:
+        return pd.Series(False, index=curves.index)
+    return curves.groupby("target")[metric].transform("count") > 0
+
+
 def loss_figure(curves: pd.DataFrame, path: Path) -> list[Path | None]:
-    """The gap between methods: KL to the truth on the grid (log axis) for the targets where it
-    is known; the others (all of them, or the rest in a mixed sweep, in `<path>_nll.png`)
-    draw the validation NLL minus the panel's best final value."""
-    if "kl" in curves:
-        known = curves.groupby("target")["kl"].transform("count") > 0
-    else:
-        known = pd.Series(False, index=curves.index)
+    """The gap between methods, each target drawn once, in the first of: KL to the truth on
+    the grid (log axis); validation NLL minus the target's entropy where that is known
+    (`<path>_nll_entropy.png` after a grid figure); else validation NLL minus the panel's best
+    final value (`<path>_nll.png` after either). The first figure made takes `path`."""
+    if curves.empty:
+        return []
+    grid = _known(curves, "kl")
+    entropy = _known(curves, "nll_minus_entropy") & ~grid
+    rest = ~grid & ~entropy
+    band = "line: median over seeds, band: inter-quartile range"
+    kinds = [
+        (grid, "", dict(metric="kl", ylabel="KL(target ‖ model), grid", log_y=True,
+                        caption="KL on the quadrature grid at each evaluation (exact up to the "
+                        f"grid); {band}")),
+        (entropy, "_nll_entropy", dict(metric="nll_minus_entropy",
+                                       ylabel="val NLL − entropy (nats)", symlog=True,
+                                       caption="validation NLL minus the target's entropy: a "
+                                       "sample estimate of KL (±1/√n_val noise; where log Z is "
+                                       f"estimated by importance sampling it is biased low, "
+                                       f"so it can fall below 0); {band}")),
+        (rest, "_nll", dict(metric="val_nll", ylabel="val NLL − best final (nats)",
+                            relative=True, caption="validation NLL minus the best method's "
+                            f"final median; {band}")),
+    ]  # fmt: skip
     made: list[Path | None] = []
-    if known.any():
-        made.append(
-            curve_figure(
-                curves[known],
-                "kl",
-                "KL(target ‖ model), grid",
-                path,
-                log_y=True,
-                caption="KL on the quadrature grid at each evaluation (exact up to the grid); "
-                "line: median over seeds, band: inter-quartile range",
-            )
-        )
-    if not known.all():
-        made.append(
-            curve_figure(
-                curves[~known],
-                "val_nll",
-                "val NLL − best final (nats)",
-                path.with_name(f"{path.stem}_nll{path.suffix}") if known.any() else path,
-                relative=True,
-                caption="validation NLL minus the best method's final median; line: median "
-                "over seeds, band: inter-quartile range",
-            )
-        )
+    for rows, suffix, spec in kinds:
+        if rows.any():
+            where = path.with_name(f"{path.stem}{suffix}{path.suffix}") if made else path
+            made.append(curve_figure(curves[rows], path=where, **spec))
     return made
 
 
