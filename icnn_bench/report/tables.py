@@ -292,7 +292,10 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str | None:
         )
         for method in methods
     ]
-    return fitted_table("target", [target for target, _, _ in rows], columns)
+    table = fitted_table("target", [target for target, _, _ in rows], columns)
+    if common == 2:  # said once, not in every cell
+        return f"Every cell without its own n: 2 seeds (n<3).\n\n{table}"
+    return table
 
 
 WIDTH = 100  # characters a markdown table's lines may take
@@ -344,10 +347,8 @@ def _cell(row, metric: str, bold: bool, common: int = -1) -> str:
     else:
         text = _fmt(mean) + (f" ± {_fmt(std)}" if n > 1 else "")
         text = f"**{text}**" if bold else text
-        if n == 2:
-            text += " (n=2; n<3)"
-        elif n != common:
-            text += f" (n={n})"
+        if n != common:
+            text += " (n=2; n<3)" if n == 2 else f" (n={n})"
         if metric in ("test_nll", "kl_mc") and getattr(row, "importance_runs", 0):
             text += f" [IS: se {_fmt(row.log_z_se_mean)}, M={row.log_z_samples}]"
     notes = _failure_notes(row)
@@ -477,7 +478,7 @@ def comparison_markdown(
         "Mean ± std over seeds (the successful runs; a cell with fewer seeds than the table's",
         "others says how many); **bold** = lowest mean in the row; failed or diverged runs are",
         f"counted in brackets and left out of the mean. {LEVEL:.0%} t-intervals over seeds are in",
-        "summary.csv and, for the lift against each baseline, below. A cell of 2 seeds is marked",
+        "summary.csv and, for the lift against each baseline, below. Cells of 2 seeds are marked",
         "n<3: an interval with 1 degree of freedom says little (and is never clipped).",
     ]
     for note in notes or []:
