@@ -52,6 +52,16 @@ def test_every_config_option_composes_and_builds(group, option):
         assert method_label(config) == config["model"]["name"] == "maf_reference"
 
 
+@pytest.mark.parametrize("preset", ["paper_cpflow_toy", "paper_tabular_cpflow"])
+def test_maf_reference_in_a_flow_preset_builds_the_maf(preset):
+    # the preset's `override /model: cpflow` must not win over the method's choice of model
+    cfg = compose_config(f"experiment={preset}", "method=maf_reference", "target=moons")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    model = model_from_config(config, target_from_config(config["target"]), seed=0)
+    assert type(model).__name__ == "MAFReference" and not model.constraint_methods()
+    assert method_label(config) == "maf_reference"
+
+
 @pytest.mark.parametrize("preset", ["quick", "paper_1d"])
 def test_sweep_presets_are_multiruns_over_target_method_seed(preset):
     cfg = compose_config(f"experiment={preset}", hydra=True)
