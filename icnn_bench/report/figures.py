@@ -206,7 +206,7 @@ def loss_figure(curves: pd.DataFrame, path: Path) -> list[Path | None]:
                                        ylabel="val NLL − entropy (nats)", symlog=True,
                                        caption="validation NLL minus the target's entropy: a "
                                        "sample estimate of KL (±1/√n_val noise; where log Z is "
-                                       f"estimated by importance sampling it is biased low, "
+                                       "estimated by importance sampling it is biased low, "
                                        f"so it can fall below 0); {band}")),
         (rest, "_nll", dict(metric="val_nll", ylabel="val NLL − best final (nats)",
                             relative=True, caption="validation NLL minus the best method's "
