@@ -401,3 +401,19 @@ def test_a_relative_nll_panel_clips_an_exploited_estimate_and_says_so():
     exploited = {**sane, "lift": quartiles([[-2e10, 10, 1e9], [5.0, 5.0, 5.1]])}
     low, high = relative_limits(exploited, offset=5.0)
     assert low == -1.0 and high == pytest.approx(80.0)  # 10x the highest median (13 - 5)
+
+
+def test_a_one_panel_figure_wraps_a_long_legend_instead_of_widening(tmp_path):
+    import matplotlib.image
+
+    from icnn_bench.report.figures import curve_figure
+
+    methods = ["pgd", "softplus", "lift", "lift_nocond", "lift_noslack", "lift_nostoch"]
+    rows = [
+        {"target": "gumbel", "method": m, "seed": s, "step": step, "variant": "",
+         "kl": (i + 1) / (step + 1)}
+        for i, m in enumerate(methods) for s in (0, 1) for step in (0, 100, 200)
+    ]  # fmt: skip
+    path = curve_figure(pd.DataFrame(rows), "kl", "KL", tmp_path / "one.png", log_y=True)
+    width_inches = matplotlib.image.imread(path).shape[1] / 130  # saved at 130 dpi
+    assert width_inches < 4.5  # one 3.6-inch panel; six legend entries in a row need ~9

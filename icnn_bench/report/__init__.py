@@ -139,7 +139,14 @@ def write_report(
         dimension_figure(runs, out_dir / "by_dimension.png"),
         dwell_figure(runs, out_dir / "shoulder_dwell.png", store),
         curve_figure(
-            curves, "sigma_jac2", "σ²_Jac (cross-covariance trace)", out_dir / "sigma_jac2.png"
+            curves,
+            "sigma_jac2",
+            "σ²_Jac (cross-covariance trace)",
+            out_dir / "sigma_jac2.png",
+            symlog=True,  # large at the start, ~1e-4 and of either sign later: both must show
+            linthresh=1e-5,
+            caption="the probe's σ²_Jac, symmetric-log axis (linear within ±1e-5); line: median "
+            "over seeds, band: inter-quartile range",
         ),
     ]
     files += [p for p in made if p is not None]

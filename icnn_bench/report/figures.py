@@ -77,9 +77,11 @@ def _legend(fig, axes, caption: str | None = None) -> None:
                 handles.append(handle)
                 labels.append(label)
     if handles:
-        fig.legend(
-            handles, labels, loc="outside upper center", ncol=min(len(labels), 6), frameon=False
-        )
+        # as many columns as fit the figure's width, so one narrow panel keeps its width
+        entry_inches = 0.55 + 0.075 * max(len(label) for label in labels)
+        fit = int(fig.get_figwidth() / entry_inches)
+        ncol = max(1, min(len(labels), 6, fit))
+        fig.legend(handles, labels, loc="outside upper center", ncol=ncol, frameon=False)
     if caption:
         width = max(60, int(fig.get_figwidth() * 14))  # characters that fit the figure
         fig.supxlabel(textwrap.fill(caption, width), fontsize=8, color="0.3")
@@ -94,17 +96,21 @@ def curve_figure(
     relative: bool = False,
     caption: str | None = None,
     symlog: bool = False,
+    linthresh: float = 1e-3,
 ) -> Path | None:
     """One panel per target, one hue per method (a line style per variant): the median over
     seeds with an inter-quartile band. `relative`: minus the best final median of the panel
     (how far each method is from the best one, on a symmetric-log axis). `symlog`: the values
-    as they are on that axis (an estimate of a KL, which noise can push below 0)."""
+    as they are on that axis (an estimate of a KL, which noise can push below 0); the axis is
+    linear within ±`linthresh`."""
     if curves.empty or metric not in curves or curves[metric].notna().sum() == 0:
         return None
     targets = sorted(curves["target"].dropna().unique(), key=natural_key)
     methods = method_order(curves["method"].unique())
     styles = _styles(methods)
     fig, axes = _panels(len(targets))
+    counts = curves.dropna(subset=[metric]).groupby(["target", "method"])["seed"].nunique()
+    one_count = counts.nunique() == 1  # then said once in the caption, not at every line's end
     clipped = False
     for ax, target in zip(axes, targets, strict=False):
         panel = curves[curves["target"] == target]
@@ -125,12 +131,13 @@ def curve_figure(
             ax.fill_between(
                 st.index, st[0.25] - offset, st[0.75] - offset, color=colour, alpha=0.18, lw=0
             )
-            ax.annotate(f"n={seeds}", (st.index[-1], st[0.5].iloc[-1] - offset), fontsize=6,
-                        color=colour, xytext=(2, 0), textcoords="offset points")  # fmt: skip
+            if not one_count:
+                ax.annotate(f"n={seeds}", (st.index[-1], st[0.5].iloc[-1] - offset), fontsize=6,
+                            color=colour, xytext=(2, 0), textcoords="offset points")  # fmt: skip
         if log_y:
             ax.set_yscale("log")
         elif relative or symlog:
-            ax.set_yscale("symlog", linthresh=1e-3)
+            ax.set_yscale("symlog", linthresh=linthresh)
             limits = relative_limits(stats, offset)
             if limits is not None:
                 ax.set_ylim(*limits)
@@ -140,6 +147,8 @@ def curve_figure(
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
     caption = caption or "line: median over seeds; band: inter-quartile range"
+    if one_count:
+        caption += f"; {counts.iloc[0]} seeds per line"
     if clipped:
         caption += (
             f"; axis clipped at −{NLL_FLOOR:g} nat below "
