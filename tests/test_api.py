@@ -106,6 +106,24 @@ def test_a_report_folder_is_redrawn_from_its_compact_run_data(sweep, tmp_path):
     assert {"run", "step", "val_nll", "kl"} <= set(curves.columns)
 
 
+def test_redrawing_a_folder_whose_rows_name_no_run_is_one_line(sweep, tmp_path, capsys):
+    from icnn_bench.cli import report_main
+    from icnn_bench.report import make_report
+
+    make_report(sweep)
+    merged = tmp_path / "merged"  # as scripts/regime_comparison.py writes: rows of other folders
+    merged.mkdir()
+    runs = pd.read_csv(sweep / "runs.csv")
+    runs.loc[runs.index[:2], "run"] = None
+    runs.to_csv(merged / "runs.csv", index=False)
+    with pytest.raises(SystemExit) as stopped:
+        report_main([str(merged), "--redraw"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "2 of" in error and "name no run" in error and "Traceback" not in error
+    assert not (merged / "table.md").exists()  # nothing half-written
+
+
 def test_an_older_report_with_only_runs_csv_gets_its_tables_rebuilt(sweep, tmp_path, capsys):
     from icnn_bench.report import make_report, redraw
 

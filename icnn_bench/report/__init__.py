@@ -81,6 +81,13 @@ def redraw(folder: Path, out_dir: Path | None = None) -> Report:
     runs = pd.read_csv(runs_path)
     if RUN not in runs:  # an older report: its runs named by their (absolute) folders
         runs[RUN] = [Path(str(d)).name for d in runs.get("run_dir", runs.index.astype(str))]
+    unnamed = int(runs[RUN].isna().sum())
+    if unnamed:  # e.g. scripts/regime_comparison.py's folder, which merges other folders' rows
+        raise FileNotFoundError(
+            f"{runs_path}: {unnamed} of {len(runs)} rows name no run, so their run data cannot "
+            "be found: not a folder icnn-bench-report wrote (redraw it with the script that "
+            "made it)"
+        )
     runs["run_dir"] = [str(folder / name) for name in runs[RUN]]
     if "variant" in runs:
         runs["variant"] = runs["variant"].astype(object).where(runs["variant"].notna(), "")
