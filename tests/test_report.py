@@ -417,3 +417,10 @@ def test_a_one_panel_figure_wraps_a_long_legend_instead_of_widening(tmp_path):
     path = curve_figure(pd.DataFrame(rows), "kl", "KL", tmp_path / "one.png", log_y=True)
     width_inches = matplotlib.image.imread(path).shape[1] / 130  # saved at 130 dpi
     assert width_inches < 4.5  # one 3.6-inch panel; six legend entries in a row need ~9
+
+
+def test_a_short_log_axis_labels_one_two_and_five_as_plain_numbers():
+    from icnn_bench.report.figures import _one_two_five
+
+    labels = [_one_two_five(v, 0) for v in (0.2, 0.3, 0.5, 1.0, 2.0, 4.0, 5.0, 20.0, 0.0)]
+    assert labels == ["0.2", "", "0.5", "1", "2", "", "5", "20", ""]

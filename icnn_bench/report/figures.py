@@ -134,8 +134,14 @@ def curve_figure(
             if not one_count:
                 ax.annotate(f"n={seeds}", (st.index[-1], st[0.5].iloc[-1] - offset), fontsize=6,
                             color=colour, xytext=(2, 0), textcoords="offset points")  # fmt: skip
-        if log_y:
+        lowest = min((float(st.min().min()) for st in stats.values()), default=0.0)
+        if log_y or (symlog and not relative and lowest > linthresh):  # nothing near or below 0
             ax.set_yscale("log")
+            low, high = ax.get_ylim()
+            if high < 100 * low:  # under two decades: label 1, 2 and 5 of each, as plain numbers
+                plain = matplotlib.ticker.FuncFormatter(_one_two_five)
+                ax.yaxis.set_major_formatter(plain)
+                ax.yaxis.set_minor_formatter(plain)
         elif relative or symlog:
             ax.set_yscale("symlog", linthresh=linthresh)
             limits = relative_limits(stats, offset)
@@ -160,6 +166,13 @@ def curve_figure(
     io.save_figure(path, fig)
     plt.close(fig)
     return path
+
+
+def _one_two_five(value: float, _position: int) -> str:
+    if value <= 0:
+        return ""
+    lead = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
+    return f"{value:g}" if lead in (1, 2, 5) else ""
 
 
 NLL_FLOOR = 1.0  # nats: a validation NLL this far below the best final one is an estimator's
