@@ -152,8 +152,8 @@ def write_report(
             out_dir / "sigma_jac2.png",
             symlog=True,  # large at the start, ~1e-4 and of either sign later: both must show
             linthresh=1e-5,
-            caption="the probe's σ²_Jac, symmetric-log axis (linear within ±1e-5); line: median "
-            "over seeds, band: inter-quartile range",
+            caption="the probe's σ²_Jac on a log axis (symmetric-log, linear within ±1e-5, where "
+            "values reach zero or below); line: median over seeds, band: inter-quartile range",
         ),
     ]
     files += [p for p in made if p is not None]

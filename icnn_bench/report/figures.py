@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -101,8 +102,8 @@ def curve_figure(
     """One panel per target, one hue per method (a line style per variant): the median over
     seeds with an inter-quartile band. `relative`: minus the best final median of the panel
     (how far each method is from the best one, on a symmetric-log axis). `symlog`: the values
-    as they are on that axis (an estimate of a KL, which noise can push below 0); the axis is
-    linear within ±`linthresh`."""
+    as they are on that axis (an estimate of a KL, which noise can push below 0), linear within
+    ±`linthresh`; a panel whose values all lie above `linthresh` gets a plain log axis."""
     if curves.empty or metric not in curves or curves[metric].notna().sum() == 0:
         return None
     targets = sorted(curves["target"].dropna().unique(), key=natural_key)
