@@ -79,15 +79,19 @@ class TrainedModel:
         return x.detach().requires_grad_(grad)
 
 
-def load_run(run_dir: str | Path, config_dir: str | Path | None = None) -> TrainedModel:
+def load_run(
+    run_dir: str | Path, config_dir: str | Path | None = None, device: str = "cpu"
+) -> TrainedModel:
     """The trained model of a finished run, with `log_prob(x)` (and `energy(x)` for EBMs).
 
     Evaluation uses the run's pinned emission (for the lift: the summary pooled over the
     training split), so the model is one fixed, normalised convex energy. `config_dir`: the
     folder of a method or target of your own (as given to --config-dir), to import it from.
+    `device`: where the model lives (cpu, cuda, cuda:N, auto); inputs are moved there.
     """
     from icnn_bench import registry
     from icnn_bench.build import model_from_config, target_from_config
+    from icnn_bench.devices import resolve_device
 
     if config_dir is not None:
         registry.add_search_dir(config_dir)
@@ -106,7 +110,7 @@ def load_run(run_dir: str | Path, config_dir: str | Path | None = None) -> Train
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     model.set_pinned_state(state["pinned"])
-    return TrainedModel(model.eval(), config, result, target)
+    return TrainedModel(model.to(resolve_device(device)).eval(), config, result, target)
 
 
 def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:

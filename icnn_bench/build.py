@@ -24,7 +24,6 @@ LOG_Z_ESTIMATORS = ("auto", "quadrature", "importance", "learned_sampler")
 QUADRATURE_SETTINGS = ("train_rule", "train_nodes", "eval_nodes")
 IMPORTANCE_SETTINGS = ("proposal", "widen", "flow", "train_samples", "eval_samples")
 PROPOSALS = ("gaussian", "flow")
-DEVICES = ("auto", "cpu", "cuda")
 RESUME = ("auto", "never")
 NAN_POLICIES = ("stop", "skip_step")
 
@@ -82,15 +81,6 @@ class TrainerSettings:
             if key not in known:
                 raise ConfigError(f"trainer.{key} is not a setting; known: {', '.join(known)}")
         return cls(**cfg)
-
-
-def resolve_device(name: str) -> torch.device:
-    checks.choice("device", name, DEVICES)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but this machine has no CUDA device; use device=cpu")
-    return torch.device(name)
 
 
 def target_from_config(target_cfg: dict[str, Any]) -> Target:

@@ -25,7 +25,13 @@ from icnn_bench.errors import ConfigError
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 # settings that may change between a run and its resumption without changing its results
-_NOT_IDENTITY = ("trainer.resume", "trainer.checkpoint_every", "logger", "device")
+_NOT_IDENTITY = (
+    "trainer.resume",
+    "trainer.checkpoint_every",
+    "logger",
+    "device",
+    "deterministic",
+)
 
 
 @dataclass
@@ -37,7 +43,8 @@ class Checkpoints:
     config: dict[str, Any]
     resume_from: dict[str, Any] | None = None
     saved_step: int | None = None
-    note: str | None = None  # what happened to a damaged checkpoint, for the console
+    note: str | None = None  # a damaged checkpoint or a change of device, for the console
+    device: str = "cpu"  # where this attempt trains: recorded in each checkpoint
 
     @property
     def previous(self) -> Path:
@@ -50,7 +57,7 @@ class Checkpoints:
     def save(self, state: dict[str, Any]) -> None:
         """Write the new checkpoint whole, then retire the old one to checkpoint.prev.pt."""
         fresh = self.path.with_name(f".{self.path.name}.new")
-        io.save_torch(fresh, {"config": self.config, **state})
+        io.save_torch(fresh, {"config": self.config, "device": self.device, **state})
         if self.path.exists():
             os.replace(self.path, self.previous)
         os.replace(fresh, self.path)
@@ -62,12 +69,13 @@ class Checkpoints:
 
 
 def open_checkpoints(
-    path: Path, config: dict[str, Any], every: int | None, resume: str
+    path: Path, config: dict[str, Any], every: int | None, resume: str, device: str = "cpu"
 ) -> Checkpoints:
     """Checkpoints at `path` (a run folder's, or a stacked cell's job folder's); with
     resume=auto, loads the one left by an earlier attempt of this same config (another
-    config's is an error, not a silent restart)."""
-    checkpoints = Checkpoints(Path(path), every, config)
+    config's is an error, not a silent restart). One written on another device resumes on
+    this one: tensors are moved, and the random streams are the CPU's on every device."""
+    checkpoints = Checkpoints(Path(path), every, config, device=str(device))
     if resume == "never":
         checkpoints.discard()
         return checkpoints
@@ -87,6 +95,13 @@ def open_checkpoints(
             )
         checkpoints.resume_from = state
         checkpoints.saved_step = state["step"]
+        written_on = state.get("device", "cpu")
+        if written_on != checkpoints.device:
+            checkpoints.note = (
+                f"resuming step {state['step']} of a checkpoint written on {written_on} on "
+                f"{checkpoints.device}: the same batches and draws follow; numbers match an "
+                "uninterrupted run up to the devices' kernel order"
+            )
         break
     if damaged:
         where = (
@@ -147,6 +162,9 @@ def global_rng_state() -> dict[str, Any]:
 
 
 def set_global_rng_state(state: dict[str, Any]) -> None:
+    """Restore what a checkpoint saved; CUDA streams only where this machine has those
+    devices (a checkpoint may come from another machine)."""
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)

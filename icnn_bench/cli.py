@@ -119,12 +119,20 @@ def composition_problem(argv: list[str]) -> str | None:
         except Exception:  # an interpolation only a job can resolve: Hydra will say
             folder = None
         config = OmegaConf.to_container(cfg, resolve=False)
+        local = not jobs_run_elsewhere(cfg.hydra.get("launcher"))
     config.pop("hydra", None)
     return (
         (folder is not None and output_problem(folder))
         or launcher_problem(argv)
-        or (preflight_problem(config, swept) if multirun else None)
+        or (preflight_problem(config, swept, local) if multirun else None)
     )
+
+
+def jobs_run_elsewhere(launcher: Any) -> bool:
+    """Whether a sweep's launcher runs its jobs on other machines (a SLURM cluster's nodes),
+    whose devices and memory the submitting machine cannot check."""
+    target = str((launcher or {}).get("_target_", ""))
+    return "Slurm" in target
 
 
 def output_problem(folder: Path) -> str | None:
@@ -165,12 +173,15 @@ def launcher_problem(argv: list[str]) -> str | None:
     return None
 
 
-def preflight_problem(config: dict[str, Any], swept: dict[str, str]) -> str | None:
+def preflight_problem(
+    config: dict[str, Any], swept: dict[str, str], local: bool = True
+) -> str | None:
     """For a sweep, the checks every run would make, made once on its first job: a setting
-    no run can pass stops the sweep before any job (settings the sweep varies do not)."""
+    no run can pass stops the sweep before any job (settings the sweep varies do not).
+    Checks of the machine (device, memory) only where the jobs run here (`local`)."""
     try:
         config = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
-        runner.preflight(config)
+        runner.preflight(config, on_this_machine=local)
     except (ConfigError, DataError) as error:
         message = str(error)
         # swept values named in the message (e.g. a swept target): words, not numbers

@@ -23,6 +23,7 @@ from torch.func import functional_call, vmap
 
 from icnn_bench.build import TrainerSettings
 from icnn_bench.checkpoint import Checkpoints, global_rng_state, set_global_rng_state
+from icnn_bench.devices import host_generator, to_device
 from icnn_bench.diagnostics import ShoulderDwell, grad_norm, probe_cross_covariance
 from icnn_bench.evaluation import EvaluationPool, validation_metrics
 from icnn_bench.log_z.base import NonFiniteWeights
@@ -82,8 +83,9 @@ class SeedRun:
         )
         self.pools = pool or EvaluationPool(settings, split, None, seed)
         self.stream = stream  # data.stream: draw every batch fresh from this target
-        self.batches = torch.Generator(device=split.train.device).manual_seed(seed)
-        self.probes = torch.Generator().manual_seed(seed + 7919)  # training's stream untouched
+        # on the CPU whatever the device: a seed draws the same batches everywhere
+        self.batches = host_generator(seed)
+        self.probes = host_generator(seed + 7919)  # training's stream untouched
         self.state = LoopState(
             losses=torch.full((settings.steps,), math.nan),
             dwell=ShoulderDwell(settings.eval_every),
@@ -99,10 +101,8 @@ class SeedRun:
             self.state.drawn += 1
             seed = STREAM_SEED + 1_000_003 * self.seed + self.state.drawn
             return self.stream.sample(self.settings.batch_size, seed=seed).to(train.device)
-        index = torch.randint(
-            train.shape[0], (self.settings.batch_size,), generator=self.batches, device=train.device
-        )
-        return train[index]
+        index = torch.randint(train.shape[0], (self.settings.batch_size,), generator=self.batches)
+        return train[to_device(index, train.device)]
 
     def log_eval(self, step: int) -> None:
         state, model, settings = self.state, self.model, self.settings
@@ -398,7 +398,9 @@ def train_loop(
             batches = [run.next_batch() for run in runs]
             evaluating = step % settings.eval_every == 0 or step == settings.steps
             losses, norms, constrained = stepper.backward(batches, record=evaluating)
-            finite = (torch.isfinite(losses) & torch.isfinite(norms)).tolist()  # one sync
+            host = torch.stack([losses.detach(), norms.detach()]).cpu()  # the step's one sync
+            values = host[0]
+            finite = (torch.isfinite(host[0]) & torch.isfinite(host[1])).tolist()
             keep = _handle_non_finite(runs, stepper, finite, batches, losses, step, settings)
             if not any(run.live for run in runs):
                 break
@@ -406,7 +408,6 @@ def train_loop(
                 for run, norm in zip(runs, constrained, strict=True):
                     run.state.constrained_grad = norm
             stepper.update(keep)
-            values = losses.cpu()
             for i, run in enumerate(runs):
                 if keep[i]:
                     run.state.losses[step - 1] = values[i]
@@ -469,7 +470,9 @@ def clip_gradients(params: list[nn.Parameter], max_norm: float) -> Tensor:
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     if math.isfinite(max_norm):
         coefficient = max_norm / (total + 1e-6)
-        if bool(coefficient < 1.0):  # a host sync the loop's finite check makes anyway
+        if total.device.type != "cpu":  # no host sync on a GPU: scale by min(1, c) always
+            torch._foreach_mul_(grads, coefficient.clamp(max=1.0))
+        elif bool(coefficient < 1.0):  # on a CPU the check is free and saves a pass
             torch._foreach_mul_(grads, coefficient)
     return total
 

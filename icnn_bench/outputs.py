@@ -41,7 +41,9 @@ def save_model(model: DensityModel, run_dir: Path, target: Target, split: Split)
     io.save_torch(
         run_dir / WEIGHTS,
         {
-            "model": model.state_dict(),  # every parameter and buffer (e.g. a fitted proposal)
+            # every parameter and buffer (e.g. a fitted proposal), each copied out: in a
+            # stacked cell they are views into every seed's stack, which torch would save whole
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "pinned": model.pinned_state(),  # the evaluation emission of each method
         },
     )
@@ -62,7 +64,7 @@ def write_decoded_samples(model: DensityModel, target: Target, split: Split, run
     real test images."""
     from icnn_bench.report.figures import digits_figure
 
-    generator = torch.Generator(device=split.train.device).manual_seed(0)
+    generator = torch.Generator().manual_seed(0)  # the model moves its draws to its device
     samples = model.sample(16, generator, start=split.train[:16])
     title = f"{target.name} d={target.dim}, {model.method_name}: samples from train rows"
     digits_figure(target.decode(split.test[:16]), target.decode(samples), run_dir / SAMPLES, title)

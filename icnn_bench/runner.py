@@ -27,10 +27,15 @@ from icnn_bench.build import (
     TrainerSettings,
     method_label,
     model_from_config,
-    resolve_device,
     target_from_config,
 )
-from icnn_bench.checkpoint import CHECKPOINT, first_difference, open_checkpoints
+from icnn_bench.checkpoint import CHECKPOINT, Checkpoints, first_difference, open_checkpoints
+from icnn_bench.devices import (
+    check_device_name,
+    deterministic_kernels,
+    free_memory,
+    resolve_device,
+)
 from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.evaluation import EvaluationPool, evaluate
 from icnn_bench.loop import LoopOutcome, OneSeed, SeedRun, StackedSeeds, train_loop
@@ -119,7 +124,7 @@ def use_vectorized(config: dict[str, Any]) -> bool:
     if choice != "auto":
         return choice
     device = config.get("device", "auto")
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+    if str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         return True
     try:
         cls = registry.resolve(registry.target_of("method", config.get("method") or {}), "method")
@@ -138,6 +143,14 @@ def run_cell(
     the finished ones; returns every job's result in order."""
     resume = (jobs[0].config.get("trainer") or {}).get("resume", "auto")
     checks.choice("trainer.resume", resume, RESUME)
+    # a setting other than true/false fails each job at its checks, in its result.json
+    with deterministic_kernels(jobs[0].config.get("deterministic") is True):
+        return _run_pending(jobs, resume, stacked, explicit, job_dir)
+
+
+def _run_pending(
+    jobs: list[SeedJob], resume: str, stacked: bool, explicit: bool, job_dir: Path | None
+) -> list[dict[str, Any]]:
     pending = [job for job in jobs if not _kept(job, resume)]
     for job in pending:
         _prepare(job)
@@ -190,12 +203,14 @@ def _train(jobs: list[SeedJob], checkpoint_path: Path, stacked: bool) -> None:
     """Checkpoints, training, evaluation and the files of one cell of prepared jobs."""
     settings = jobs[0].prepared.settings
     identity = jobs[0].config if not stacked else {"seeds": [j.config for j in jobs]}
-    try:
-        checkpoints = open_checkpoints(
-            checkpoint_path, identity, settings.checkpoint_every, settings.resume
-        )
-    except ConfigError:
-        raise  # the folder holds another config's checkpoint: refused, left untouched
+    # a checkpoint of another config raises ConfigError: refused, the folder left untouched
+    checkpoints = open_checkpoints(
+        checkpoint_path,
+        identity,
+        settings.checkpoint_every,
+        settings.resume,
+        device=str(jobs[0].prepared.device),
+    )
     if checkpoints.note:
         print(f"icnn-bench: {checkpoints.note}", flush=True)
     resumed = checkpoints.resume_from["step"] if checkpoints.resume_from else None
@@ -229,7 +244,8 @@ def _train(jobs: list[SeedJob], checkpoint_path: Path, stacked: bool) -> None:
     except Exception as error:  # one computation: every seed of it failed
         for job in jobs:
             _crash(job, error)
-        checkpoints.discard()
+        # kept: the same command resumes from it once the cause (e.g. GPU memory) is fixed
+        _say_kept(checkpoints)
         return
     train_s = time.perf_counter() - started
     for job, outcome in zip(jobs, outcomes, strict=True):
@@ -244,6 +260,15 @@ def _train(jobs: list[SeedJob], checkpoint_path: Path, stacked: bool) -> None:
         finish(job.result, job.sinks, job.started)
         job.done = True
     checkpoints.discard()  # finished one way or another: nothing left to resume
+
+
+def _say_kept(checkpoints: Checkpoints) -> None:
+    if checkpoints.saved_step is not None and checkpoints.path.exists():
+        print(
+            f"icnn-bench: checkpoint of step {checkpoints.saved_step} kept in "
+            f"{checkpoints.path.parent}; the same command resumes from it",
+            flush=True,
+        )
 
 
 def _fail(job: SeedJob, message: str) -> None:
@@ -303,22 +328,27 @@ def finished_result(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | N
 MAX_SEED = 2**31 - 1  # derived seeds (streams, probes, batches) stay within torch's range
 
 
-def _checked_basics(config: dict[str, Any]) -> tuple[int, torch.device, TrainerSettings, Target]:
+def _checked_settings(config: dict[str, Any]) -> tuple[int, TrainerSettings, Target]:
+    """The checks that do not depend on the machine a run trains on."""
     seed = config.get("seed")
     checks.integer("seed", seed, minimum=0, maximum=MAX_SEED)
     data_seed = (config.get("data") or {}).get("seed", seed)
     checks.integer("data.seed", data_seed, minimum=0, maximum=MAX_SEED)
-    device = resolve_device(config.get("device", "auto"))
+    check_device_name(config.get("device", "auto"))
+    checks.boolean("deterministic", config.get("deterministic", False))
     settings = TrainerSettings.from_dict(config["trainer"])
     target = target_from_config(config["target"])
-    check_memory(config, target, settings)
-    return seed, device, settings, target
+    return seed, settings, target
 
 
-def preflight(config: dict[str, Any]) -> None:
+def preflight(config: dict[str, Any], on_this_machine: bool = True) -> None:
     """What every run checks before training, without data or training: a sweep makes
-    these checks once, before any job (ConfigError / DataError)."""
-    seed, _, _, target = _checked_basics(config)
+    these checks once, before any job (ConfigError / DataError). Jobs that run elsewhere
+    (`on_this_machine=False`: a cluster's nodes) check their device and memory there."""
+    seed, settings, target = _checked_settings(config)
+    if on_this_machine:
+        device = resolve_device(config.get("device", "auto"))
+        check_memory(config, target, settings, device)
     target.check_available()
     model_from_config(config, target, seed)
 
@@ -326,7 +356,9 @@ def preflight(config: dict[str, Any]) -> None:
 def prepare(config: dict[str, Any], run_dir: Path) -> Prepared:
     """Check the config and build data and model; fails (ConfigError, DataError) before
     any training."""
-    seed, device, settings, target = _checked_basics(config)
+    seed, settings, target = _checked_settings(config)
+    device = resolve_device(config.get("device", "auto"))
+    check_memory(config, target, settings, device)
     data_cfg = config["data"]
     target.use_cache_dir(Path(run_dir).parent / ".cache")  # e.g. an encoder a sweep shares
     split = target.split(
@@ -355,18 +387,20 @@ def prepare(config: dict[str, Any], run_dir: Path) -> Prepared:
     return Prepared(seed, device, settings, target, split, model, streaming)
 
 
-def check_memory(config: dict[str, Any], target: Target, settings: TrainerSettings) -> None:
+def check_memory(
+    config: dict[str, Any], target: Target, settings: TrainerSettings, device: torch.device
+) -> None:
     """Refuse, naming the setting, a run whose data or model would not fit in the memory
-    this machine has free (an estimate: the largest arrays, float32)."""
+    its device has free (an estimate: the largest arrays, float32)."""
     need = memory_estimate(config, target, settings)
     total = sum(need.values())
-    free = available_memory()
+    free = free_memory(device)
     if free is None or total <= free:
         return
     key = max(need, key=need.get)
     raise ConfigError(
         f"{key}={_lookup(config, key)!r} needs about {total / 2**30:.1f} GB (the run's "
-        f"largest arrays); this machine has {free / 2**30:.1f} GB free"
+        f"largest arrays); {_memory_name(device)} has {free / 2**30:.1f} GB free"
     )
 
 
@@ -394,15 +428,8 @@ def memory_estimate(
     return need
 
 
-def available_memory() -> float | None:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+def _memory_name(device: torch.device) -> str:
+    return f"{device} (GPU memory)" if device.type == "cuda" else "this machine"
 
 
 def _lookup(config: dict[str, Any], key: str) -> Any:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from icnn_bench.devices import to_device
+
 
 def mala(
     energy_fn: Callable[[Tensor], Tensor],
@@ -17,7 +19,8 @@ def mala(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Chains started at `init` (n, d) targeting exp(-E); the accept step removes the bias
-    of plain Langevin, so the chains keep exp(-E) invariant whatever the step size."""
+    of plain Langevin, so the chains keep exp(-E) invariant whatever the step size. The
+    noise is drawn on the CPU (`generator`: a CPU stream), so chains match across devices."""
 
     def energy_and_grad(x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.detach().requires_grad_(True)
@@ -31,7 +34,7 @@ def mala(
     x = init.detach().clone()
     energy, grad = energy_and_grad(x)
     for _ in range(steps):
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        noise = to_device(torch.randn(x.shape, generator=generator, dtype=x.dtype), x.device)
         proposal = x - step_size * grad + math.sqrt(2 * step_size) * noise
         proposal_energy, proposal_grad = energy_and_grad(proposal)
         log_accept = (
@@ -40,7 +43,7 @@ def mala(
             + log_proposal(x, proposal, proposal_grad)
             - log_proposal(proposal, x, grad)
         )
-        uniform = torch.rand(log_accept.shape, generator=generator, device=x.device)
+        uniform = to_device(torch.rand(log_accept.shape, generator=generator), x.device)
         accept = torch.log(uniform) < log_accept
         x = torch.where(accept[:, None], proposal, x)
         energy = torch.where(accept, proposal_energy, energy)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ import pandas as pd
 import torch
 
 from icnn_bench import io
+from icnn_bench.devices import resolve_device
+from icnn_bench.errors import ConfigError
 from icnn_bench.loop import OneSeed, SeedRun, StackedSeeds, train_loop
 from icnn_bench.runner import prepare, run, seed_config
 
@@ -124,14 +127,34 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def failed_runs(quick: pd.DataFrame) -> list[str]:
+    """Cells that did not finish, or finished with a non-finite metric, on either device."""
+    out = []
+    for row in quick.to_dict("records"):
+        cell = f"{row['target']}/{row['method']}/seed{row['seed']}"
+        for key, value in row.items():
+            if key.startswith("status_") and value != "ok":
+                out.append(f"{cell} on {key.removeprefix('status_')}: {value}")
+            elif key.startswith(("test_nll_", "kl_")) and not _finite(value):
+                out.append(f"{cell} {key}: {value}")
+    return out
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", action="store_true", help="CI-sized: a minute on a CPU")
     parser.add_argument("--out", type=Path, default=Path("results/gpu.md"))
-    args = parser.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("gpu_check: no CUDA device here; use --device cpu (CI-sized: --small)")
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as error:
+        raise SystemExit(f"gpu_check: {error} (CI-sized on a CPU: --device cpu --small)") from None
+    args.device = str(device)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -147,16 +170,19 @@ def main() -> None:
             for r, g in zip(quick.itertuples(), gap, strict=True):
                 if g > tol:
                     differing.append(f"{r.target}/{r.method}/seed{r.seed} {key}: {g:.2e}")
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
-    peak = (
-        (torch.cuda.max_memory_allocated() / 2**30) if args.device.startswith("cuda") else math.nan
-    )
+    failed = failed_runs(quick)
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else platform.processor()
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else math.nan
     text = "\n".join([
         "# The GPU path", "",
         f"`python scripts/gpu_check.py --device {args.device}{' --small' if args.small else ''}`"
         f" on {name or platform.machine()}, torch {torch.__version__}, "
         f"{time.perf_counter() - started:.0f} s in all.", "",
         "## The quick preset on the device and on the CPU (same seeds)", "",
+        "Both devices train on the same batches (drawn on the CPU), so the two columns differ "
+        "only by the order in which kernels sum.", "",
+        f"Runs that failed or gave a non-finite metric: {', '.join(failed) or 'none'}.", "",
         f"Tolerance {TOLERANCE} (float32; kernels sum in another order). Beyond it: "
         + (", ".join(differing) if differing else "none") + ".", "",
         markdown(quick), "",
@@ -167,7 +193,12 @@ def main() -> None:
     ])  # fmt: skip
     io.write_text(args.out, text + "\n")
     print(text)
+    if failed or differing:
+        print(f"gpu_check: {len(failed)} failed runs, {len(differing)} beyond tolerance",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -201,12 +201,19 @@ def test_unexpected_errors_keep_their_traceback_in_the_run_folder(
     assert "boom" in (tmp_path / "error.txt").read_text()
 
 
-def test_cuda_without_a_gpu_says_so(tiny_config, tmp_path):
+@pytest.mark.parametrize(
+    ("build", "says"),
+    [(None, "this torch build (2"), ("12.4", "this machine has no CUDA device")],
+    ids=["cpu-only-torch", "cuda-torch-no-gpu"],
+)
+def test_cuda_without_a_gpu_says_which_is_missing(tiny_config, tmp_path, monkeypatch, build, says):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(torch.version, "cuda", build)
     result = run(tiny_config(device="cuda"), tmp_path)
     assert result["status"] == "failed"
-    assert "no CUDA device" in result["error"]
+    assert says in result["error"] and "use device=cpu" in result["error"]
+    assert not (tmp_path / "weights.pt").exists()
 
 
 @pytest.mark.parametrize("scale", [1e-3, 10.0, math.inf])

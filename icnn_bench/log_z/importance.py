@@ -7,7 +7,6 @@ evaluation reports its Monte Carlo standard error next to the value.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from icnn_bench import checks
+from icnn_bench.devices import host_generator, isolated_global_rng, to_device
 from icnn_bench.errors import ConfigError
 from icnn_bench.log_z.base import LogZEstimate, LogZEstimator, NonFiniteWeights, snis_estimate
 from icnn_bench.side_state import SideState
@@ -41,7 +41,7 @@ class GaussianProposal(nn.Module):
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """n draws and their log-density under the proposal."""
         dim = self.mean.shape[0]
-        z = torch.randn(n, dim, generator=generator, device=self.mean.device)
+        z = to_device(torch.randn(n, dim, generator=generator), self.mean.device)
         y = self.mean + z @ self.scale_tril.T
         log_det = self.scale_tril.diagonal().log().sum()
         log_q = -0.5 * (z * z).sum(-1) - log_det - 0.5 * dim * math.log(2 * math.pi)
@@ -88,7 +88,7 @@ class FlowProposal(nn.Module, SideState):
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.no_grad(), isolated_global_rng():
             torch.manual_seed(seed)  # zuko draws from the global stream; keep it seeded
             y, log_q = self.flow().rsample_and_log_prob((n,))
         return y, log_q
@@ -131,8 +131,8 @@ class ImportanceLogZ(LogZEstimator):
         self.update_proposal = True  # off while a diagnostic probe evaluates the loss
 
     def side_state(self) -> dict[str, Any]:
-        # the training stream is created on first use (on the data's device): whether it
-        # exists is state too (its draws are in the model's random-stream states)
+        # the training stream is created on first use: whether it exists is state too
+        # (its draws are in the model's random-stream states)
         return {"stream_started": self._train_stream is not None}
 
     def load_side_state(self, state: dict[str, Any]) -> None:
@@ -170,10 +170,9 @@ class ImportanceLogZ(LogZEstimator):
         return log_w
 
     def _generator(self, training: bool) -> torch.Generator:
-        device = next(itertools.chain(self.proposal.buffers(), self.proposal.parameters())).device
         if training:
-            if self._train_stream is None or self._train_stream.device != device:
-                self._train_stream = torch.Generator(device=device).manual_seed(self._seed)
+            if self._train_stream is None:
+                self._train_stream = host_generator(self._seed)
             return self._train_stream
         # the same draws at every evaluation, so log_prob is one fixed function between calls
-        return torch.Generator(device=device).manual_seed(self._seed + 1_000_003)
+        return host_generator(self._seed + 1_000_003)

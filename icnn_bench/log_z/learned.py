@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from icnn_bench import checks
+from icnn_bench.devices import host_generator, to_device
 from icnn_bench.errors import ConfigError
 from icnn_bench.log_z.base import (
     EnergyFn,
@@ -161,9 +162,7 @@ class LearnedSamplerLogZ(LogZEstimator):
         a KL estimate below -threshold (behind)."""
         row = self.counts.since_last()
         if self.reference is not None:
-            generator = torch.Generator(device=self._device()).manual_seed(
-                self._seed + 7_000_003 + self.counts.evaluations
-            )
+            generator = host_generator(self._seed + 7_000_003 + self.counts.evaluations)
             log_w = self._log_weights(energy_fn, self.train_samples, generator)
             estimate = float(torch.logsumexp(log_w.double(), 0) - math.log(log_w.numel()))
             row["log_z_err"] = estimate - float(self.reference(energy_fn, training=False))
@@ -236,17 +235,13 @@ class LearnedSamplerLogZ(LogZEstimator):
         return log_w
 
     def _draws(self) -> torch.Generator:
-        device = self._device()
-        if self._stream is None or self._stream.device != device:
-            self._stream = torch.Generator(device=device).manual_seed(self._seed)
+        if self._stream is None:
+            self._stream = host_generator(self._seed)
         return self._stream
 
     def _eval_stream(self) -> torch.Generator:
         # the same draws at every evaluation, so log_prob is one fixed function between calls
-        return torch.Generator(device=self._device()).manual_seed(self._seed + 1_000_003)
-
-    def _device(self) -> torch.device:
-        return next(self.sampler.parameters()).device
+        return host_generator(self._seed + 1_000_003)
 
 
 class _Counts:
@@ -312,7 +307,7 @@ class _Sampler(nn.Module):
         """n draws and their log-density; the base noise comes from `generator` (zuko would
         draw it from the global stream, whose reseeding costs more than the draw)."""
         dist = self.flow()
-        z = torch.randn(n, self.loc.numel(), generator=generator, device=self.loc.device)
+        z = to_device(torch.randn(n, self.loc.numel(), generator=generator), self.loc.device)
         s, ladj = dist.transform.inv.call_and_ladj(z)
         if ladj.dim() > 1:
             ladj = ladj.sum(-1)

@@ -97,3 +97,10 @@ class ConstraintMethod(nn.Module, SideState, ABC):
     @property
     def pinned(self) -> dict[str, Tensor] | None:
         return self._pinned
+
+    def _apply(self, fn, recurse: bool = True):
+        """.to(device) / .double() move the pinned emission with the parameters."""
+        module = super()._apply(fn, recurse)
+        if self._pinned is not None:
+            self._pinned = {k: fn(v) for k, v in self._pinned.items()}
+        return module

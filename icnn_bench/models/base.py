@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from icnn_bench.devices import isolated_global_rng
 from icnn_bench.methods.base import ConstraintMethod
 from icnn_bench.side_state import SideState
 
@@ -141,7 +142,7 @@ class DensityModel(nn.Module, ABC):
             module = self.get_submodule(path)
             generator = getattr(module, attr, None)
             if not isinstance(generator, torch.Generator):  # a stream created lazily
-                generator = torch.Generator(device=self.device)
+                generator = torch.Generator()  # the project's streams live on the CPU
                 setattr(module, attr, generator)
             generator.set_state(state)
 
@@ -166,7 +167,7 @@ class DensityModel(nn.Module, ABC):
             for module in self.modules():
                 if isinstance(module, SideState):
                     stack.enter_context(module.frozen())
-            stack.enter_context(torch.random.fork_rng(devices=[]))
+            stack.enter_context(isolated_global_rng())
             try:
                 yield
             finally:

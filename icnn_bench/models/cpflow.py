@@ -23,6 +23,7 @@ from icnn_bench.models.icnn import ICNNSpec
 from icnn_bench.models.logdet import PROBES, draw_probe, stochastic_log_det
 
 LOG_DETS = ("auto", "exact", "stochastic")
+CPU_TRAIN_CHUNK = 128  # results/bench_cpflow.md: cache-sized on a 2-core CPU
 
 
 def _softplus_inverse(value: float) -> float:
@@ -37,11 +38,14 @@ class LogDetSettings:
     cg_rtol: float = 1e-4
     probe: str = "rademacher"
     eval_chunk: int = 2048  # rows per evaluation chunk (exact Hessians are n x d x d)
-    train_chunk: int = 128  # exact training: rows per forward/backward chunk (cache-sized)
+    # exact training: rows per forward/backward chunk; None: CPU_TRAIN_CHUNK on a CPU (the
+    # chunk's Jacobians stay in cache), the whole batch on a GPU (one launch per layer)
+    train_chunk: int | None = None
 
     def resolve(self, dim: int) -> str:
-        for key in ("max_exact_dim", "cg_iters", "eval_chunk", "train_chunk"):
+        for key in ("max_exact_dim", "cg_iters", "eval_chunk"):
             checks.integer(f"model.{key}", getattr(self, key))
+        checks.integer("model.train_chunk", self.train_chunk, optional=True)
         if not (checks.is_number(self.cg_rtol) and 0 < self.cg_rtol < 1):
             raise ConfigError(f"model.cg_rtol={self.cg_rtol!r} must lie in (0, 1)")
         if self.kind not in LOG_DETS:
@@ -142,7 +146,9 @@ class ConvexPotentialFlow(DensityModel):
         in cache through forward and backward. Each block's emission is computed once for the
         whole batch (the lift conditions on all of it); the chunks' gradients with respect to the
         emitted tensors are summed, then sent back through the emission in one pass."""
-        chunk = self.settings.train_chunk
+        chunk = self.settings.train_chunk or (
+            CPU_TRAIN_CHUNK if batch.device.type == "cpu" else batch.shape[0]
+        )
         if self.train_log_det != "exact" or batch.shape[0] <= chunk:
             return super().loss_backward(batch)
         emitted = [block.method(batch.detach()) for block in self.blocks]

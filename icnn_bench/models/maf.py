@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from icnn_bench import checks
+from icnn_bench.devices import isolated_global_rng
 from icnn_bench.errors import ConfigError
 from icnn_bench.models.base import DensityModel
 
@@ -37,7 +38,7 @@ class MAFReference(DensityModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, start: Tensor | None = None) -> Tensor:
-        with torch.random.fork_rng(devices=[]):  # zuko samples from the global stream
+        with isolated_global_rng():  # zuko samples from the global stream
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
             return self.flow().sample((n,))
 

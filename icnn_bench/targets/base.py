@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from icnn_bench import checks
+from icnn_bench.devices import isolated_global_rng
 from icnn_bench.errors import ConfigError
 
 
@@ -78,6 +79,6 @@ class Target(ABC):
 
 def seeded_sample(draw, seed: int) -> Tensor:
     """Run draw() on the global RNG seeded to `seed`, restoring the RNG state afterwards."""
-    with torch.random.fork_rng(devices=[]):
+    with isolated_global_rng():
         torch.manual_seed(seed)
         return draw()

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from icnn_bench import io
+from icnn_bench.devices import isolated_global_rng
 from icnn_bench.targets.base import Split, Target, TargetError
 
 PIXELS = 64
@@ -127,7 +128,7 @@ class _AutoencoderCodec:
         cls, dim: int, seed: int, train_pixels: np.ndarray, steps: int, cache: Path | None
     ) -> _AutoencoderCodec:
         path = cache / f"digits_autoencoder_d{dim}_seed{seed}_steps{steps}.pt" if cache else None
-        with torch.random.fork_rng(devices=[]):
+        with isolated_global_rng():
             torch.manual_seed(seed)
             codec = cls(dim)
             if path is not None and path.exists():
