@@ -123,7 +123,7 @@ def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
     runs = collect_runs(Path(sweep_dir))
     if runs.empty:
         raise FileNotFoundError(f"no run folders below {sweep_dir}")
-    return with_swept_columns(label_variants(runs))
+    return label_variants(runs)
 
 
 def load_curves(sweep_dir: str | Path) -> pd.DataFrame:
@@ -148,36 +148,3 @@ def load_curves(sweep_dir: str | Path) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns]
-
-
-def with_swept_columns(runs: pd.DataFrame) -> pd.DataFrame:
-    """Parse each run's `variant` ("trainer.lr=0.01,model.depth=2") into typed columns."""
-    runs = runs.copy()
-    parsed = [_settings(v) for v in runs.get("variant", pd.Series([""] * len(runs))).fillna("")]
-    for key in sorted({k for p in parsed for k in p}):
-        values = [p.get(key) for p in parsed]
-        runs[key] = pd.Series(values, index=runs.index, dtype=_dtype(values))
-    return runs
-
-
-def _settings(variant: str) -> dict[str, Any]:
-    out = {}
-    for part in str(variant).split(","):
-        if "=" in part:
-            key, value = part.split("=", 1)
-            try:
-                out[key] = yaml.safe_load(value)
-            except yaml.YAMLError:
-                out[key] = value
-    return out
-
-
-def _dtype(values: list[Any]) -> str:
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, bool) for v in present):
-        return "boolean"
-    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        return "Int64"
-    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
-        return "float64"
-    return "object"

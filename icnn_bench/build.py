@@ -262,14 +262,16 @@ build_maf.uses_methods = False  # a reference flow: no constrained weights, no m
 
 
 def _method(config: dict[str, Any], spec: ICNNSpec, generator: torch.Generator) -> ConstraintMethod:
-    model_cfg = config["model"]
+    """The configured method around initial tensors drawn from `generator`; a method whose
+    recipe comes with its initialisation names it (`method.init`, e.g. pgd_hk)."""
+    model_cfg, method_cfg = config["model"], config["method"]
     init = init_params(
         spec,
-        model_cfg.get("init", "folded_normal"),
+        method_cfg.get("init") or model_cfg.get("init", "folded_normal"),
         generator,
         model_cfg.get("free_init", "uniform"),
     )
-    return build_method(config["method"], spec, init)
+    return build_method(method_cfg, spec, init, generator=generator)
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -31,6 +31,7 @@ _NOT_IDENTITY = (
     "logger",
     "device",
     "deterministic",
+    "report",
 )
 
 

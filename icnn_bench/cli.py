@@ -452,9 +452,10 @@ class ReportCallback(Callback):
         from icnn_bench.report import make_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        under_test = (config.get("report") or {}).get("under_test")
         try:
-            report = make_report(sweep_dir)
-        except FileNotFoundError as error:
+            report = make_report(sweep_dir, under_test=under_test)
+        except (FileNotFoundError, ValueError) as error:
             print(f"icnn-bench: no report: {error}", file=sys.stderr)
             return
         except OSError as error:
@@ -487,6 +488,13 @@ def _print_report(report) -> None:
     if report.verdicts:
         print()
         print("\n".join(report.verdicts))
+    board = report.leaderboard
+    if board is not None:
+        ranks = ", ".join(f"{m} {r:.2f}" for m, r in board.mean_ranks.items())
+        friedman = (
+            "" if board.friedman_p != board.friedman_p else f"; Friedman p={board.friedman_p:.3g}"
+        )
+        print(f"\nmean ranks over {len(board.ranks)} cells (1 = best): {ranks}{friedman}")
     skipped = ", ".join(f"{n} {status}" for status, n in report.unfinished.items())
     print(f"\n{report.n_runs} runs aggregated{f' (skipped: {skipped})' if skipped else ''};")
     print("full tables and figures:")
@@ -605,6 +613,14 @@ def report_main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=None, help="where to write (default: sweep_dir)"
     )
     parser.add_argument(
+        "--under-test",
+        default=None,
+        metavar="METHOD",
+        help="the method the paired section compares with every other (default: the lift "
+        "where the sweep has it, else every pair); paired.csv and the leaderboard always "
+        "hold every pair",
+    )
+    parser.add_argument(
         "--redraw",
         action="store_true",
         help="draw a report folder (e.g. results/paper_1d) again from its compact run data "
@@ -614,8 +630,10 @@ def report_main(argv: list[str] | None = None) -> None:
     from icnn_bench.report import make_report, redraw
 
     try:
-        report = (redraw if args.redraw else make_report)(args.sweep_dir, args.out)
-    except FileNotFoundError as error:
+        report = (redraw if args.redraw else make_report)(
+            args.sweep_dir, args.out, under_test=args.under_test
+        )
+    except (FileNotFoundError, ValueError) as error:
         print(f"icnn-bench-report: {error}", file=sys.stderr)
         sys.exit(2)
     except OSError as error:

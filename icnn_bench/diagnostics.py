@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from icnn_bench.methods.base import SHOULDER
 from icnn_bench.models.base import DensityModel
 
 
@@ -125,15 +124,14 @@ class ShoulderDwell:
         self._ended: list[Tensor] = []
 
     def observe(self, model: DensityModel) -> None:
-        values = [
-            u.detach().reshape(-1).cpu()
+        masks = [
+            method.dead_mask().cpu()
             for method in model.constraint_methods()
             if method.has_shoulder  # pgd has a bound, not a shoulder
-            for u in method.pre_positivity().values()
         ]
-        if not values:
+        if not masks:
             return
-        on = torch.sigmoid(torch.cat(values)) < SHOULDER
+        on = torch.cat(masks)
         run = torch.zeros(on.shape, dtype=torch.int64) if self._run is None else self._run
         finished = (run > 0) & ~on
         if bool(finished.any()):

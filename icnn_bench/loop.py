@@ -115,6 +115,7 @@ class SeedRun:
             **validation_metrics(model, self.split, pool, self.pools.target),
             "dead_frac": model.dead_fraction(),
             "grad_norm": state.constrained_grad,
+            **model.method_diagnostics(),
             **model.diagnostics(pool),
         }
         if settings.probe_every and step % settings.probe_every == 0:

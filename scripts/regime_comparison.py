@@ -25,7 +25,7 @@ import pandas as pd
 
 from icnn_bench import io
 from icnn_bench.report import label_variants
-from icnn_bench.report.collect import collect_runs, read_curves
+from icnn_bench.report.collect import collect_runs, read_curves, typed_swept
 from icnn_bench.report.figures import _colour
 from icnn_bench.report.tables import method_order, natural_key, paired_comparisons
 
@@ -41,7 +41,7 @@ def load(folder: Path, regime: str) -> pd.DataFrame:
 
 def load_sources(sources: list[Path], regime: str) -> pd.DataFrame:
     """Run folders, or a committed report's runs.csv (a file, or a folder holding one and no
-    runs); where two sources hold the same (target, method, variant, seed), the later wins."""
+    runs); where two sources hold the same (target, method, seed) cell, the later wins."""
     frames = []
     for source in sources:
         table = source if source.suffix == ".csv" else source / "runs.csv"
@@ -49,14 +49,13 @@ def load_sources(sources: list[Path], regime: str) -> pd.DataFrame:
             runs = pd.read_csv(table)
             if "run" in runs:  # run folders named relative to the report's sweep folder
                 runs["run_dir"] = [str(table.parent / name) for name in runs["run"]]
-            variant = runs.get("variant", pd.Series(None, index=runs.index, dtype=object))
-            runs["variant"] = variant.astype(object).where(variant.notna(), "")
+            runs = typed_swept(runs.drop(columns=["variant"], errors="ignore"))
             runs["regime"] = regime
             frames.append(runs)
         else:
             frames.append(load(source, regime))
     runs = pd.concat(frames, ignore_index=True)
-    return runs.drop_duplicates(["target", "method", "variant", "seed"], keep="last")
+    return runs.drop_duplicates(["target", "method", "seed"], keep="last")
 
 
 def cell(values: pd.Series) -> str:
@@ -133,7 +132,7 @@ def fill_from_exact(
 
 def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
     paired = paired_comparisons(runs)
-    paired = paired[paired["metric"].isin(VERDICT_METRICS) & (paired["lift"] == "lift")]
+    paired = paired[paired["metric"].isin(VERDICT_METRICS) & (paired["method"] == "lift")]
     return paired[
         ["target", "baseline", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "verdict"]
     ]

@@ -34,7 +34,7 @@ def test_a_method_and_a_target_from_a_users_folder_sweep_and_report(tmp_path):
         "-m",
         "target=weibull",
         "method=pgd,expw",
-        "seed=0",
+        "seed=0,1",
         *FAST,
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
@@ -46,7 +46,14 @@ def test_a_method_and_a_target_from_a_users_folder_sweep_and_report(tmp_path):
     assert runs["kl"].notna().all()  # the user's target brought its exact density
     table = (sweep / "table.md").read_text()
     assert "| target | pgd | expw |" in table  # the package's baseline first, then the user's
-    assert "expw vs" not in table  # the lift is the method under test; none here
+    # no lift in the sweep: every pair is compared, and both methods are on the leaderboard
+    assert "expw vs pgd: " in table and "2 pairs per cell" in table
+    paired = pd.read_csv(sweep / "paired.csv")
+    assert set(zip(paired["method"], paired["baseline"], strict=True)) == {("expw", "pgd")}
+    assert "## Leaderboard" in table and "| expw |" in table.split("## Leaderboard")[1]
+    ranks = pd.read_csv(sweep / "ranks.csv")
+    assert {"expw", "pgd"} <= set(ranks.columns) and len(ranks) == 2
+    assert (sweep / "cd_diagram.png").stat().st_size > 5_000
 
     from icnn_bench import load_run
 
@@ -60,4 +67,4 @@ def test_a_method_and_a_target_from_a_users_folder_sweep_and_report(tmp_path):
 def test_an_unknown_name_lists_the_users_options_too(tmp_path):
     done = icnn_bench("--config-dir", str(EXAMPLE), "method=nope", cwd=tmp_path)
     assert done.returncode == 2
-    assert "choose one of: expw, lift" in done.stderr and done.stderr.count("\n") == 1
+    assert "choose one of: exp, expw, lift" in done.stderr and done.stderr.count("\n") == 1

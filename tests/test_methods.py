@@ -85,7 +85,7 @@ def test_softplus_reparametrisation_starts_at_the_init(spec, init):
 
 def test_unknown_method_and_bad_lift_options_are_one_line_errors(spec, init):
     with pytest.raises(
-        ConfigError, match=r"unknown method .adam.; choose one of: .*lift, .*pgd, softplus"
+        ConfigError, match=r"unknown method .adam.; choose one of: exp, lift, .*pgd, .*softplus"
     ):
         build_method("adam", spec, init)
     with pytest.raises(ConfigError, match=r"method\.emit"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +18,7 @@ from icnn_bench.report.tables import (
     comparison_latex,
     comparison_markdown,
     paired_comparisons,
+    shown_pairs,
     summarise,
 )
 
@@ -140,21 +142,24 @@ def test_settings_pool_unless_swept_when_hydra_recorded_the_overrides(tmp_path):
     ]
 
 
-def tables_of(root):
-    """summary, paired, table.md and table.tex text of a sweep folder, without figures."""
+def tables_of(root, under_test=None):
+    """summary, paired (every pair), table.md and table.tex text of a sweep folder, without
+    figures."""
     runs = label_variants(collect_runs(root))
-    summary, paired = summarise(runs), paired_comparisons(runs)
+    summary, paired = summarise(runs), paired_comparisons(runs, under_test)
+    shown = shown_pairs(paired, runs, under_test)
     return (
         summary,
         paired,
-        comparison_markdown(summary, "sweep", paired),
-        comparison_latex(summary, paired, "sweep"),
+        comparison_markdown(summary, "sweep", shown),
+        comparison_latex(summary, shown, "sweep"),
     )
 
 
-def paired_row(paired, target, baseline, metric="kl"):
+def paired_row(paired, target, baseline, metric="kl", method="lift"):
     rows = paired[
         (paired["target"] == target)
+        & (paired["method"] == method)
         & (paired["baseline"] == baseline)
         & (paired["metric"] == metric)
     ]
@@ -193,7 +198,7 @@ def test_paired_difference_matches_a_hand_computation(paired_sweep):
     sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / 3)
     t_975_3dof = 3.182446305284263
     t_statistic = mean / (sd / 2)
-    assert (row["n_pairs"], row["lift"]) == (4, "lift")
+    assert (row["n_pairs"], row["method"]) == (4, "lift")
     assert row["mean_diff"] == pytest.approx(-0.0775)
     assert row["ci_low"] == pytest.approx(mean - t_975_3dof * sd / 2)
     assert row["ci_high"] == pytest.approx(mean + t_975_3dof * sd / 2)
@@ -203,7 +208,7 @@ def test_paired_difference_matches_a_hand_computation(paired_sweep):
     # all four signs negative: exact two-sided p = 2 / 2^4
     assert row["wilcoxon_p"] == pytest.approx(0.125)
     assert row["verdict"] == "win"
-    assert row["lift_mean"] == pytest.approx(sum(LIFT) / 4)
+    assert row["method_mean"] == pytest.approx(sum(LIFT) / 4)
 
 
 def _t_two_sided_p(t: float, dof: int) -> float:
@@ -234,7 +239,14 @@ def test_wilcoxon_exact_by_hand():
 
 def test_maf_reference_is_a_baseline_and_the_markdown_cell_is_compact(paired_sweep):
     paired, markdown = tables_of(paired_sweep)[1:3]
-    assert set(paired["baseline"]) == {"pgd", "maf_reference"}
+    lift = paired[paired["method"] == "lift"]
+    assert set(lift["baseline"]) == {"pgd", "maf_reference"}
+    # every pair is in paired.csv: the reference against pgd too, later column − earlier
+    assert set(zip(paired["method"], paired["baseline"], strict=True)) == {
+        ("lift", "pgd"),
+        ("lift", "maf_reference"),
+        ("maf_reference", "pgd"),
+    }
     row = next(line for line in markdown.splitlines() if line.startswith("| gumbel | −"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert markdown.count("| target | vs pgd | vs maf_reference |") == 1
@@ -276,13 +288,27 @@ def test_fewer_than_two_pairs_give_no_test(tmp_path):
     assert "lift vs pgd: 0 wins, 0 ties, 0 losses, 2 with n<2" in markdown
 
 
-def test_without_a_lift_the_paired_section_is_left_out(tmp_path):
+def test_without_a_lift_every_pair_is_compared(tmp_path):
     for seed in range(2):
         fake_run(tmp_path, "gumbel", "pgd", seed, kl=0.1 * (seed + 1))
         fake_run(tmp_path, "gumbel", "softplus", seed, kl=0.2)
     paired, markdown, latex = tables_of(tmp_path)[1:]
-    assert paired.empty
-    assert "Paired" not in markdown and "paired" not in latex
+    assert set(zip(paired["method"], paired["baseline"], strict=True)) == {("softplus", "pgd")}
+    assert "## Paired comparison: softplus − each other method" in markdown
+    assert "softplus vs pgd: 0 wins, 1 tie, 0 losses" in markdown and "paired" in latex
+
+
+def test_the_method_under_test_is_a_setting(tmp_path):
+    for seed in range(3):
+        for method, kl in (("pgd", 0.3), ("softplus", 0.4), ("lift", 0.2), ("mine", 0.1)):
+            fake_run(tmp_path, "gumbel", method, seed, kl=kl + 0.01 * seed * (method == "pgd"))
+    paired, markdown = tables_of(tmp_path, under_test="mine")[1:3]
+    assert len(paired[paired["metric"] == "kl"]) == 6  # every pair of 4 methods once
+    mine = paired[(paired["method"] == "mine") & (paired["metric"] == "kl")]
+    assert set(mine["baseline"]) == {"pgd", "softplus", "lift"}
+    assert "mine vs lift: 1 win" in markdown and "lift vs pgd" not in markdown
+    with pytest.raises(ValueError, match="no method 'yours' in this sweep"):
+        tables_of(tmp_path, under_test="yours")
 
 
 def test_lift_is_compared_with_baselines_of_the_same_swept_setting(tmp_path):
@@ -295,7 +321,7 @@ def test_lift_is_compared_with_baselines_of_the_same_swept_setting(tmp_path):
                 config["model"] = {"depth": depth}
                 (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     paired = tables_of(tmp_path)[1]
-    assert sorted(set(zip(paired["lift"], paired["baseline"], strict=True))) == [
+    assert sorted(set(zip(paired["method"], paired["baseline"], strict=True))) == [
         ("lift [model.depth=0]", "pgd [model.depth=0]"),
         ("lift [model.depth=2]", "pgd [model.depth=2]"),
     ]
@@ -311,12 +337,12 @@ def test_a_second_pass_writes_byte_identical_tables(paired_sweep):
     assert {n: (paired_sweep / n).read_bytes() for n in names} == first
 
 
-def test_no_lift_leaves_a_paired_csv_with_just_a_header(tmp_path):
+def test_one_method_leaves_a_paired_csv_with_just_a_header(tmp_path):
     fake_run(tmp_path, "gumbel", "pgd", 0, kl=0.1)
     make_report(tmp_path)
     lines = (tmp_path / "paired.csv").read_text().splitlines()
     assert lines == [
-        "target,lift,baseline,metric,n_pairs,lift_mean,baseline_mean,mean_diff,"
+        "target,method,baseline,metric,n_pairs,method_mean,baseline_mean,mean_diff,"
         "ci_low,ci_high,t_p,wilcoxon_p,verdict"
     ]
 
@@ -424,3 +450,50 @@ def test_a_short_log_axis_labels_one_two_and_five_as_plain_numbers():
 
     labels = [_one_two_five(v, 0) for v in (0.2, 0.3, 0.5, 1.0, 2.0, 4.0, 5.0, 20.0, 0.0)]
     assert labels == ["0.2", "", "0.5", "1", "2", "", "5", "20", ""]
+
+
+def test_packaged_methods_keep_their_hue_and_a_users_method_gets_an_unused_one(
+    tmp_path, monkeypatch
+):
+    from icnn_bench import registry
+    from icnn_bench.report.figures import PACKAGED_HUES, method_colours
+
+    before = method_colours()
+    assert before["lift"] == "tab:green" and before["pgd"] == "tab:blue"
+    (tmp_path / "method").mkdir()
+    (tmp_path / "method" / "aaa.yaml").write_text("name: aaa\n_target_: x.Y\n")
+    monkeypatch.setattr(registry, "_added", [])
+    registry.add_search_dir(Path(tmp_path))
+    after = method_colours()
+    assert {k: after[k] for k in before} == before  # adding a method moves no one's hue
+    assert after["aaa"] not in set(PACKAGED_HUES.values())
+
+
+def test_a_sweep_over_a_list_valued_setting_reads_back_typed(tmp_path):
+    from icnn_bench.api import load_sweep
+    from icnn_bench.report import redraw
+
+    for seed in range(2):
+        for body in ([8, 8, 12], [16, 16, 24]):
+            root = tmp_path / f"body{body[0]}"
+            run_dir = fake_run(root, "gumbel", "lift", seed, kl=0.1 + body[0] / 100 + seed)
+            config = yaml.safe_load((run_dir / "config.yaml").read_text())
+            config["method"]["body"] = body
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+            (run_dir / ".hydra").mkdir()
+            (run_dir / ".hydra" / "overrides.yaml").write_text(
+                yaml.safe_dump([f"seed={seed}", f"method.body=[{','.join(map(str, body))}]"])
+            )
+    runs = load_sweep(tmp_path)
+    assert sorted(map(tuple, runs["method.body"])) == [(8, 8, 12)] * 2 + [(16, 16, 24)] * 2
+    assert set(runs["method"]) == {
+        "lift [method.body=[8, 8, 12]]",
+        "lift [method.body=[16, 16, 24]]",
+    }
+    make_report(tmp_path)
+    written = pd.read_csv(tmp_path / "summary.csv")
+    assert len(written) == 2  # two cells, not one cut at the list's commas
+    again = redraw(tmp_path)
+    assert again.n_runs == 4
+    reread = label_variants(collect_runs(tmp_path))
+    assert all(isinstance(v, list) for v in reread["method.body"])

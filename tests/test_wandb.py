@@ -343,6 +343,11 @@ def test_a_wandb_sweep_marks_its_swept_settings_and_logs_its_report(tmp_path, mo
     assert len(table["data"]) == len(summary)  # the comparison, read back from W&B's files
     assert summary_of_run["figures/loss_curves/_type"] == "image-file"
     assert "artifact" in _kinds(report_run)
+    # the leaderboard too: its tables and each column's mean rank
+    assert summary_of_run["report/ranks/_type"] == "table-file"
+    ranks = pd.read_csv(sweep / "ranks.csv")
+    for label in ("pgd [trainer.lr=0.01]", "pgd [trainer.lr=0.02]"):
+        assert summary_of_run[f"mean_rank/{label}"] == pytest.approx(ranks[label].mean())
 
 
 def test_a_resumed_run_continues_its_wandb_run(tiny_config, tmp_path):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from icnn_bench import registry
@@ -19,17 +21,24 @@ def method_names() -> list[str]:
 
 
 def build_method(
-    method: str | dict[str, Any], spec: ICNNSpec, init: dict[str, Tensor], **options: Any
+    method: str | dict[str, Any],
+    spec: ICNNSpec,
+    init: dict[str, Tensor],
+    generator: torch.Generator | None = None,
+    **options: Any,
 ) -> ConstraintMethod:
     """The method a config (or a name and its options) describes, around initial tensors
-    `init`. Its option YAML supplies `_target_` and the defaults the config does not set."""
+    `init`. Its option YAML supplies `_target_` and the defaults the config does not set.
+    A method that draws its own initial values gets `generator` (a fixed seed if None)."""
     config = {"name": method, **options} if isinstance(method, str) else dict(method)
     name = config.get("name")
     settings = {**registry.option("method", name), **config} if "_target_" not in config else config
     cls = registry.resolve(registry.target_of("method", settings), "method")
     if not (isinstance(cls, type) and issubclass(cls, ConstraintMethod)):
         raise ConfigError(f"method {name}: _target_ {cls!r} is not a ConstraintMethod subclass")
-    kwargs = {k: v for k, v in settings.items() if k not in ("name", "_target_")}
+    kwargs = {k: v for k, v in settings.items() if k not in ("name", "_target_", "init")}
+    if "generator" in inspect.signature(cls).parameters:
+        kwargs["generator"] = generator if generator is not None else torch.Generator()
     try:
         return cls(spec, init, **kwargs)
     except TypeError as error:

@@ -9,8 +9,11 @@ names the class), the constrained ones elementwise non-negative. It implements t
 - ``constrained_parameters()`` the trainable parameters behind the constrained tensors.
 
 Everything else has a default that a new method overrides only if it has it: a projection
-after each step (pgd), a shoulder (softplus-type: dead = sigmoid(u) < SHOULDER), batch
-conditioning, a slack for the cross-covariance probe, a record of the last emission.
+after each step (pgd), which entries are dead (default: on the softplus shoulder, sigmoid(u)
+< SHOULDER), a penalty added to the training loss and an evaluation emission of its own
+(penalty: the projection), extra metrics per evaluation, batch conditioning, a slack for the
+cross-covariance probe. A method that draws its own initial values (the field's recipes)
+takes a `generator` argument: the builder passes its seeded stream.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class ConstraintMethod(nn.Module, SideState, ABC):
     #: seeds stacked into one vmapped model train faster than one after another on a CPU
     #: (results/bench.md: not for the lift, whose readout is memory-bound)
     batches_well_on_cpu: bool = True
+    #: the training emission is non-negative too (False: only the evaluation emission is,
+    #: e.g. a soft penalty that projects before evaluating)
+    nonnegative_in_training: bool = True
 
     def __init__(self, spec: ICNNSpec) -> None:
         super().__init__()
@@ -66,10 +72,23 @@ class ConstraintMethod(nn.Module, SideState, ABC):
     def use_training_split(self, train: Tensor) -> None:
         """Told the training split once before training (an ablation may pool it)."""
 
-    def dead_fraction(self) -> float:
-        """Share of constrained entries with no gradient path (default: on the shoulder)."""
+    def dead_mask(self) -> Tensor:
+        """Per constrained entry (flattened, in `pre_positivity` order): no gradient path, or
+        a vanishing one (default: on the softplus shoulder, sigmoid(u) < SHOULDER)."""
         values = torch.cat([u.detach().reshape(-1) for u in self.pre_positivity().values()])
-        return float((torch.sigmoid(values) < SHOULDER).float().mean())
+        return torch.sigmoid(values) < SHOULDER
+
+    def dead_fraction(self) -> float:
+        """Share of constrained entries that are dead (`dead_mask`)."""
+        return float(self.dead_mask().float().mean())
+
+    def penalty(self) -> Tensor | None:
+        """A term added to the training loss (None: none)."""
+        return None
+
+    def diagnostics(self) -> dict[str, float]:
+        """Extra metrics.csv columns at each evaluation, of the weights trained so far."""
+        return {}
 
     def probe_slack(self) -> tuple[Tensor, Tensor] | None:
         """For the cross-covariance probe: the trainable slack b added to the emitted iterate

@@ -31,7 +31,7 @@ class ProjectedWeights(ConstraintMethod):
         for k in self._constrained:
             self.params[k].clamp_(min=0.0)
 
-    def dead_fraction(self) -> float:
+    def dead_mask(self) -> Tensor:
         # A clamped entry sits exactly at zero: its gradient on the negative side is cut.
         values = torch.cat([u.detach().reshape(-1) for u in self.pre_positivity().values()])
-        return float((values <= 0).float().mean())
+        return values <= 0

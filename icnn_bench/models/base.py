@@ -112,6 +112,20 @@ class DensityModel(nn.Module, ABC):
         sizes = [sum(u.numel() for u in m.pre_positivity().values()) for m in methods]
         return sum(v * n for v, n in zip(values, sizes, strict=True)) / sum(sizes)
 
+    def with_penalty(self, loss: Tensor) -> Tensor:
+        """`loss` plus the methods' training-loss terms (most methods have none)."""
+        for method in self.constraint_methods():
+            term = method.penalty()
+            if term is not None:
+                loss = loss + term
+        return loss
+
+    def method_diagnostics(self) -> dict[str, float]:
+        """The methods' own metrics.csv columns (averaged over a flow's blocks)."""
+        rows = [m.diagnostics() for m in self.constraint_methods()]
+        keys = dict.fromkeys(k for row in rows for k in row)
+        return {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
+
     def constrained_parameters(self) -> list[nn.Parameter]:
         return [p for method in self.constraint_methods() for p in method.constrained_parameters()]
 

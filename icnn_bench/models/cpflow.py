@@ -139,7 +139,8 @@ class ConvexPotentialFlow(DensityModel):
             x = block.gradient(x, block.method(train))
 
     def loss(self, batch: Tensor) -> Tensor:
-        return -self._log_prob(batch, conditioning=batch.detach(), mode=self.train_log_det).mean()
+        log_prob = self._log_prob(batch, conditioning=batch.detach(), mode=self.train_log_det)
+        return self.with_penalty(-log_prob.mean())
 
     def loss_backward(self, batch: Tensor) -> Tensor:
         """Exact log-det training in cache-sized chunks: the per-layer Jacobians of a chunk stay
@@ -169,6 +170,10 @@ class ConvexPotentialFlow(DensityModel):
         pairs = [(t, g) for t, g in zip(tensors, grads, strict=True) if g is not None]
         if pairs:
             torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+        penalty = self.with_penalty(torch.zeros((), device=batch.device))
+        if penalty.requires_grad:
+            penalty.backward()
+            total = total + penalty.detach()
         return total
 
     @torch.no_grad()

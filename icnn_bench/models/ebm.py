@@ -35,7 +35,7 @@ class EnergyModel(DensityModel):
         mean_energy = icnn.energy(params, batch, self.spec).mean()
         log_z = self.log_z_estimator(self._energy_fn(params), training=True)
         self.log_z_estimator.adapt(self._frozen_energy_fn(params), log_z.detach())
-        return mean_energy + log_z
+        return self.with_penalty(mean_energy + log_z)
 
     def warm_up(self, next_batch) -> None:
         self.log_z_estimator.warm_up(lambda: self._frozen_energy_fn(self.method(next_batch())))

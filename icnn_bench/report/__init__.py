@@ -8,9 +8,17 @@ from pathlib import Path
 import pandas as pd
 
 from icnn_bench import io
-from icnn_bench.report.collect import collect_runs, read_curves
+from icnn_bench.report.collect import (
+    collect_runs,
+    read_curves,
+    setting_label,
+    swept_columns,
+    swept_of,
+    typed_swept,
+)
 from icnn_bench.report.data import CURVES, RUN, CompactFiles, RunFiles, write_compact
 from icnn_bench.report.figures import (
+    cd_figure,
     curve_figure,
     density_figure,
     dimension_figure,
@@ -19,11 +27,14 @@ from icnn_bench.report.figures import (
     loss_figure,
     with_entropy_gap,
 )
+from icnn_bench.report.ranks import Leaderboard, leaderboard, leaderboard_markdown
 from icnn_bench.report.tables import (
     comparison_latex,
     comparison_markdown,
     paired_comparisons,
+    shown_pairs,
     summarise,
+    under_test_labels,
     wins_lines,
 )
 
@@ -34,7 +45,9 @@ class Report:
     n_runs: int
     table_markdown: str
     files: list[Path] = field(default_factory=list)
-    verdicts: list[str] = field(default_factory=list)  # lift vs each baseline: wins/ties/losses
+    verdicts: list[str] = field(default_factory=list)  # method under test vs each other
+    under_test: list[str] = field(default_factory=list)  # its columns ([]: every pair)
+    leaderboard: Leaderboard | None = None
     unfinished: dict[str, int] = field(default_factory=dict)  # skipped runs by status
     n_ok: int = 0
     failures: list[str] = field(default_factory=list)  # the error of each failed/diverged run
@@ -49,8 +62,12 @@ class Report:
         )
 
 
-def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
-    """Aggregate every run folder below sweep_dir; writes into out_dir (default: sweep_dir)."""
+def make_report(
+    sweep_dir: Path, out_dir: Path | None = None, under_test: str | None = None
+) -> Report:
+    """Aggregate every run folder below sweep_dir; writes into out_dir (default: sweep_dir).
+    `under_test`: the method the paired section compares with every other (default: the
+    lift where the sweep has it, else every pair is shown)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist")
@@ -64,12 +81,12 @@ def make_report(sweep_dir: Path, out_dir: Path | None = None) -> Report:
     runs = label_variants(runs)
     runs, dropped = drop_duplicates(runs)
     curves = read_curves(runs)
-    report = write_report(runs, curves, RunFiles(), out_dir, sweep_dir, dropped)
+    report = write_report(runs, curves, RunFiles(), out_dir, sweep_dir, dropped, under_test)
     report.files += write_compact(out_dir, sweep_dir, runs, curves)
     return report
 
 
-def redraw(folder: Path, out_dir: Path | None = None) -> Report:
+def redraw(folder: Path, out_dir: Path | None = None, under_test: str | None = None) -> Report:
     """The tables and figures of a report folder drawn again from its compact run data
     (runs.csv, curves.csv.gz, densities.csv.gz, dwell.csv.gz): no run folders needed. A
     folder with a runs.csv only (made before reports kept their run data) gets its tables
@@ -89,8 +106,8 @@ def redraw(folder: Path, out_dir: Path | None = None) -> Report:
             "made it)"
         )
     runs["run_dir"] = [str(folder / name) for name in runs[RUN]]
-    if "variant" in runs:
-        runs["variant"] = runs["variant"].astype(object).where(runs["variant"].notna(), "")
+    # an older report's joined "k=v,k=v" strings: its typed columns say the same
+    runs = typed_swept(runs.drop(columns=["variant"], errors="ignore"))
     if (folder / CURVES).exists():
         curves = pd.read_csv(folder / CURVES)
         curves["run_dir"] = [str(folder / name) for name in curves[RUN]]
@@ -101,7 +118,8 @@ def redraw(folder: Path, out_dir: Path | None = None) -> Report:
         print(f"{folder}: no {CURVES} (an older report): tables rebuilt, figures kept as drawn")
         curves = pd.DataFrame()
     out_dir = Path(out_dir) if out_dir is not None else folder
-    return write_report(runs, curves, CompactFiles(folder), out_dir, folder, runs.iloc[0:0])
+    store = CompactFiles(folder)
+    return write_report(runs, curves, store, out_dir, folder, runs.iloc[0:0], under_test)
 
 
 def write_report(
@@ -111,25 +129,35 @@ def write_report(
     out_dir: Path,
     root: Path,
     dropped: pd.DataFrame,
+    under_test: str | None = None,
 ) -> Report:
-    """summary.csv, paired.csv, runs.csv, table.md, table.tex and the figures; `root`: the
-    folder the runs' names in runs.csv are relative to."""
+    """summary.csv, paired.csv, runs.csv, table.md, table.tex, the leaderboard (ranks.csv,
+    wins.csv) and the figures; `root`: the folder the runs' names in runs.csv are relative to.
+    Raises ValueError for an `under_test` the sweep does not have."""
     name = Path(root).name
     summary = summarise(runs)
-    paired = paired_comparisons(runs)
+    tested = under_test_labels(runs, under_test)
+    paired = paired_comparisons(runs, under_test)
+    shown = shown_pairs(paired, runs, under_test)
+    board = leaderboard(runs, paired)
     title = f"icnn-bench comparison: {name}"
-    markdown = comparison_markdown(summary, title, paired, notes=_notes(runs, dropped))
+    sections = [leaderboard_markdown(board)] if board is not None else []
+    markdown = comparison_markdown(
+        summary, title, shown, notes=_notes(runs, dropped), sections=sections
+    )
     names = ("runs.csv", "summary.csv", "paired.csv", "table.md", "table.tex")
     files = [out_dir / name for name in names]
-    from icnn_bench.api import with_swept_columns
-
-    written = with_swept_columns(runs)  # swept settings as typed columns
+    written = runs.copy()  # swept settings in typed columns of their own
     written[RUN] = [_relative(root, d) for d in written["run_dir"]]
     io.write_csv(files[0], written.drop(columns="run_dir"))  # `run` names it, relative
     io.write_csv(files[1], summary)
     io.write_csv(files[2], paired)
     io.write_text(files[3], markdown)
-    io.write_text(files[4], comparison_latex(summary, paired, title))
+    io.write_text(files[4], comparison_latex(summary, shown, title))
+    if board is not None:
+        files += [out_dir / "ranks.csv", out_dir / "wins.csv"]
+        io.write_csv(files[-2], board.ranks.reset_index())
+        io.write_csv(files[-1], board.wins)
     made = [
         *loss_figure(with_entropy_gap(curves, runs), out_dir / "loss_curves.png"),
         curve_figure(
@@ -145,6 +173,7 @@ def write_report(
         heatmap_figure(runs, out_dir / "densities_2d.png", store),
         dimension_figure(runs, out_dir / "by_dimension.png"),
         dwell_figure(runs, out_dir / "shoulder_dwell.png", store),
+        cd_figure(board, out_dir / "cd_diagram.png"),
         curve_figure(
             curves,
             "sigma_jac2",
@@ -162,7 +191,9 @@ def write_report(
         n_runs=len(runs),
         table_markdown=markdown,
         files=files,
-        verdicts=wins_lines(paired),
+        verdicts=wins_lines(shown),
+        under_test=tested,
+        leaderboard=board,
         unfinished={
             status: int((runs["status"] == status).sum())
             for status in ("running", "interrupted", "unreadable")
@@ -189,7 +220,7 @@ DUPLICATE_RULE = "the newest finished (ok) run of each, else the newest"
 
 
 def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One run per (target, method, variant, seed): a folder holding two sweeps of the same
+    """One run per (target, method, seed) cell label: a folder holding two sweeps of the same
     cells would otherwise count a cell's seed twice. Keeps DUPLICATE_RULE; returns the kept
     runs and the dropped ones."""
     if runs.empty:
@@ -197,7 +228,7 @@ def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     frame = runs.copy()
     frame["_ok"] = frame["status"] == "ok"
     frame["_time"] = [_mtime(Path(d)) for d in frame["run_dir"]]
-    keys = ["target", "method", "variant", "seed"]
+    keys = ["target", "method", "seed"]  # the labels hold the swept settings
     frame = frame.sort_values(["_ok", "_time"], ascending=False, kind="stable")
     duplicated = frame.duplicated(subset=keys, keep="first") & frame["seed"].notna()
     kept = frame[~duplicated].drop(columns=["_ok", "_time"])
@@ -236,14 +267,19 @@ def _notes(runs: pd.DataFrame, dropped: pd.DataFrame) -> list[str]:
 def label_variants(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs differing in more than the seed get their own cell: settings of the data
     (target.*, data.*) label the row, "digits_latents [target.params.latent_dim=8]"; any
-    other setting labels the column, "lift [trainer.lr=0.01]"."""
-    runs = runs.copy()
+    other setting labels the column, "lift [trainer.lr=0.01]". The settings stay in their
+    own typed columns; the labels are for reading."""
+    runs = typed_swept(runs)
     runs["target_name"], runs["method_name"] = runs["target"], runs["method"]
-    for column, is_data in (("target", True), ("method", False)):
+    columns = swept_columns(runs)
+    data = [c for c in columns if _is_data_key(c)]
+    other = [c for c in columns if not _is_data_key(c)]
+    records = runs.to_dict("records")
+    for column, keys in (("target", data), ("method", other)):
         labels = []
-        for name, variant in zip(runs[column], runs["variant"].fillna(""), strict=True):
-            parts = [p for p in variant.split(",") if p and _is_data_key(p) == is_data]
-            labels.append(f"{name} [{','.join(parts)}]" if parts else name)
+        for name, record in zip(runs[column], records, strict=True):
+            settings = swept_of(record, keys)
+            labels.append(f"{name} [{setting_label(settings)}]" if settings else name)
         runs[column] = labels
     return runs
 

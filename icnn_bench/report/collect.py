@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -70,9 +72,9 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
         path = run_dir / RESULT
         config = _flat_config(run_dir)
         named = {
-            "target": config.get("target.name"),
-            "model": config.get("model.name"),
-            "method": config.get("method.name"),
+            "target": _str_or_none(config.get("target.name")),
+            "model": _str_or_none(config.get("model.name")),
+            "method": _str_or_none(config.get("method.name")),
             "seed": _int_or_none(config.get("seed")),
         }
         if path.exists():
@@ -87,18 +89,34 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
     for key in ("target", "method", "model", "seed"):
         if key not in frame:
             frame[key] = None
-    frame["variant"] = variants([run_dir for run_dir in frame["run_dir"]], frame)
-    return frame.sort_values(
-        ["target", "method", "variant", "seed"], na_position="last"
-    ).reset_index(drop=True)
+    swept = swept_settings(list(frame["run_dir"]), frame)
+    for key in sorted({k for settings in swept for k in settings}):
+        frame[key] = pd.Series([settings.get(key) for settings in swept], dtype=object)
+    order = ["target", "method", *swept_columns(frame), "seed"]
+    return frame.sort_values(order, key=_sortable, na_position="last").reset_index(drop=True)
 
 
-_NOT_A_VARIANT = ("seed", "data.seed", "device")
+def swept_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of a runs table that hold a swept setting: config keys, dotted
+    (`trainer.lr`, `method.body`); a result's own fields have no dots."""
+    return sorted(str(c) for c in frame.columns if "." in str(c))
 
 
-def variants(run_dirs: list[str], frame: pd.DataFrame) -> list[str]:
-    """Config settings that differ between runs of one (target, method) cell other than the seed,
-    e.g. "trainer.lr=0.01": a sweep over them must not be averaged into one cell.
+def _sortable(column: pd.Series) -> pd.Series:
+    """Sort keys for a mixed-type column (a list-valued setting, None): its text."""
+    present = column.dropna()
+    if column.dtype != object or all(isinstance(v, int | float) for v in present):
+        return column
+    return column.map(lambda v: "" if v is None else str(v))
+
+
+_NOT_A_VARIANT = ("seed", "data.seed", "device", "deterministic")
+
+
+def swept_settings(run_dirs: list[str], frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per run, the config settings that differ between runs of one (target, method) cell
+    other than the seed, typed as the config has them ({"trainer.lr": 0.01, "method.body":
+    [8, 8, 12]}): a sweep over them must not be averaged into one cell.
 
     When every run has Hydra's record of its command-line overrides, only overridden settings
     count, so that runs of one preset made by different versions of a config (a new key with
@@ -113,10 +131,10 @@ def variants(run_dirs: list[str], frame: pd.DataFrame) -> list[str]:
     for key in keys:
         values: dict[tuple, set] = {}
         for config, target, method in zip(configs, frame["target"], frame["method"], strict=True):
-            values.setdefault((target, method), set()).add(config.get(key))
+            values.setdefault((target, method), set()).add(repr(config.get(key)))
         if any(len(v) > 1 for v in values.values()):
             varying.append(key)
-    return [",".join(f"{k}={c.get(k)}" for k in varying) for c in configs]
+    return [{k: c.get(k) for k in varying} for c in configs]
 
 
 def _overridden_keys(run_dir: Path) -> set[str] | None:
@@ -133,7 +151,9 @@ def _overridden_keys(run_dir: Path) -> set[str] | None:
     return {str(o).split("=", 1)[0].lstrip("+~") for o in overrides if "=" in str(o)}
 
 
-def _flat_config(run_dir: Path) -> dict[str, str]:
+def _flat_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.yaml as {dotted key: value}, typed as YAML reads them (a list stays
+    one value)."""
     path = run_dir / CONFIG
     try:
         config = yaml.safe_load(path.read_text()) if path.exists() else {}
@@ -141,16 +161,16 @@ def _flat_config(run_dir: Path) -> dict[str, str]:
         config = {}
     if not isinstance(config, dict):
         config = {}
-    flat: dict[str, str] = {}
+    flat: dict[str, Any] = {}
 
     def walk(node, prefix: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 walk(value, f"{prefix}{key}.")
         else:
-            flat[prefix[:-1]] = str(node)
+            flat[prefix[:-1]] = node
 
-    walk(config or {}, "")
+    walk(config, "")
     return flat
 
 
@@ -175,8 +195,64 @@ def read_curves(runs: pd.DataFrame, filename: str = "metrics.csv") -> pd.DataFra
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _int_or_none(value: str | None) -> int | None:
+def _int_or_none(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def typed_swept(runs: pd.DataFrame) -> pd.DataFrame:
+    """The swept columns with their values' types: as collected, or read back from a
+    runs.csv (where a list is text, "[8, 8, 12]"); one dtype per column where the values
+    share one (bool, integer, float), else Python objects."""
+    runs = runs.copy()
+    for key in swept_columns(runs):
+        values = [_parsed(v) for v in runs[key]]
+        runs[key] = pd.Series(values, index=runs.index, dtype=_dtype(values))
+    return runs
+
+
+def _parsed(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value.item() if hasattr(value, "item") else value
+
+
+def _dtype(values: list[Any]) -> str:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return "boolean"
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return "Int64"
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return "float64"
+    return "object"
+
+
+def setting_label(settings: dict[str, Any]) -> str:
+    """`trainer.lr=0.01, method.body=[8, 8, 12]`: for titles and column labels only (the
+    values themselves stay in their columns)."""
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def swept_of(row: Any, columns: list[str]) -> dict[str, Any]:
+    """A run's swept settings that it has (not None)."""
+    out = {}
+    for key in columns:
+        value = row.get(key) if isinstance(row, dict) else getattr(row, key, None)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if value is pd.NA:
+            continue
+        out[key] = value
+    return out

@@ -19,26 +19,52 @@ from icnn_bench.plotting import crop_x as _crop_x
 from icnn_bench.report.data import RunFiles
 from icnn_bench.report.tables import method_order, natural_key, short_label
 
-PALETTE = [
-    f"tab:{c}"
-    for c in ["blue", "orange", "green", "red", "purple", "brown", "pink", "olive", "cyan"]
-]
+# One fixed hue per packaged method, the same in every figure; a method's HK-initialised twin
+# in a lighter shade of its hue. Methods of a user's own folder get hues from USER_HUES,
+# which no packaged method uses.
+PACKAGED_HUES = {
+    "pgd": "tab:blue",
+    "softplus": "tab:orange",
+    "lift": "tab:green",
+    "lift_noslack": "tab:red",
+    "lift_nocond": "tab:purple",
+    "lift_nostoch": "tab:brown",
+    "lift_constpn": "tab:pink",
+    "lift_indep": "tab:olive",
+    "maf_reference": "tab:gray",
+    "exp": "tab:cyan",
+    "relu": "#8c6d31",
+    "negexp": "#7b4173",
+    "penalty": "#843c39",
+    "pgd_hk": "#6baed6",
+    "softplus_hk": "#fdae6b",
+    "softplus_cpflow": "#e6550d",
+}
+USER_HUES = ["#000000", "#ff1493", "#4b0082", "#00a087", "#800000", "#5f9ea0", "#daa520"]
+FALLBACK_HUES = ["#9edae5", "#c5b0d5", "#c49c94", "#dbdb8d", "#ad494a", "#5254a3"]
 
 
 def method_colours() -> dict[str, str]:
-    """One hue per method, the same in every figure of an installation: by the position of
-    the method in the column order of every method the config folders know."""
+    """The hue of every method the config folders know: packaged ones fixed, a user's from
+    USER_HUES in the order of their names (the same in every figure of an installation)."""
     from icnn_bench import registry
 
-    known = method_order([*registry.options("method"), *registry.options("model")])
-    known = [m for m in known if m in registry.options("method")]  # model-only names last
-    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(known)}
+    methods = set(registry.options("method"))
+    names = sorted(methods | set(registry.options("model")))
+    colours = {n: PACKAGED_HUES[n] for n in names if n in PACKAGED_HUES}
+    packaged = [n for n in names if n not in colours and registry.packaged("method", n)]
+    for i, name in enumerate(packaged):  # a packaged method added without a hue of its own
+        colours[name] = FALLBACK_HUES[i % len(FALLBACK_HUES)]
+    users = [n for n in names if n not in colours and n in methods]
+    for i, name in enumerate(users):
+        colours[name] = USER_HUES[i % len(USER_HUES)]
+    return colours
 
 
 def _colour(method: str, index: int) -> str:
     colours = method_colours()
     base = str(method).split(" [")[0]
-    return colours.get(base, f"C{(len(colours) + index) % 10}")
+    return colours.get(base, USER_HUES[(len(colours) + index) % len(USER_HUES)])
 
 
 def _panels(n: int, width: float = 3.6, height: float = 2.8):
@@ -469,6 +495,29 @@ def dimension_figure(runs: pd.DataFrame, path: Path) -> Path | None:
         "mean ± std over seeds; d > 2: log Z by importance sampling (biased low)",
         fontsize=8,
         color="0.3",
+    )
+    io.save_figure(path, fig)
+    plt.close(fig)
+    return path
+
+
+def cd_figure(board, path: Path) -> Path | None:
+    """The critical-difference diagram of a leaderboard (Demšar 2006): mean ranks on an axis,
+    methods that Nemenyi's test does not tell apart joined by a bar."""
+    if board is None or board.nemenyi is None:
+        return None
+    import scikit_posthocs as sp
+
+    n, k = board.ranks.shape
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * k), layout="constrained")
+    colours = {m: _colour(m, i) for i, m in enumerate(board.methods)}
+    sp.critical_difference_diagram(
+        board.mean_ranks, board.nemenyi, ax=ax, color_palette=colours, alpha=0.05
+    )
+    ax.set_title(
+        f"mean rank over {n} (target, seed) cells (1 = best); bars: not told apart by "
+        f"Nemenyi at α = 0.05 (CD {board.critical_difference:.2f})",
+        fontsize=9,
     )
     io.save_figure(path, fig)
     plt.close(fig)

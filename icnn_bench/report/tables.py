@@ -1,5 +1,6 @@
 """Comparison tables over seeds per target x method (mean ± std, t-interval, best marked), paired
-lift − baseline differences, and their markdown and LaTeX renderings."""
+differences between methods (the method under test − each other), and their markdown and
+LaTeX renderings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 
 import pandas as pd
 
+from icnn_bench.report.collect import swept_columns, swept_of
 from icnn_bench.report.stats import LEVEL, paired_difference, t_interval, verdict
 
 # (column in result.json, heading); lower is better for all of them.
@@ -28,14 +30,14 @@ SHORT_NAMES = {
     "kl_mc": "NLL − entropy",
 }
 FAILED = ("failed", "diverged")
-LIFT = "lift"  # the method under test: paired comparisons are lift - baseline
+LIFT = "lift"  # the method under test unless a report names another
 PAIRED_COLUMNS = [
     "target",
-    "lift",
+    "method",
     "baseline",
     "metric",
     "n_pairs",
-    "lift_mean",
+    "method_mean",
     "baseline_mean",
     "mean_diff",
     "ci_low",
@@ -113,17 +115,47 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per target x lift x baseline x metric: lift − baseline over the seeds where both
-    runs are ok (same seed = same data draw). No lift in the sweep: no rows."""
+def under_test_labels(runs: pd.DataFrame, under_test: str | None = None) -> list[str]:
+    """The columns of the method under test: `under_test` (a method's name, or one column's
+    label), else the lift where the sweep has it; [] (every pair) without either."""
+    names = _method_names(runs)
+    if under_test is None:
+        if LIFT not in names.values():
+            return []
+        under_test = LIFT
+    labels = [label for label, name in names.items() if under_test in (name, label)]
+    if not labels:
+        known = ", ".join(method_order(set(names.values())))
+        raise ValueError(f"no method {under_test!r} in this sweep to test; it has: {known}")
+    return sorted(labels, key=natural_key)
+
+
+def paired_comparisons(runs: pd.DataFrame, under_test: str | None = None) -> pd.DataFrame:
+    """One row per target x pair of methods x metric: method − baseline over the seeds where
+    both runs are ok (same seed = same data draw). Every pair whose swept settings agree is
+    there once, the method under test (`under_test_labels`) first where it is in the pair,
+    else the later column of the table minus the earlier."""
+    tested = under_test_labels(runs, under_test)
     rows = []
     for target in sorted(runs["target"].dropna().unique(), key=natural_key):
         cell = runs[runs["target"] == target]
         metrics = [m for m, _ in METRICS if _has_values(cell, m)]
-        for lift in _lift_labels(cell):
-            for baseline in _baselines(cell, lift):
-                rows += [_paired_row(cell, target, lift, baseline, m) for m in metrics]
+        labels = method_order(_method_names(cell))
+        for i, earlier in enumerate(labels):
+            for later in labels[i + 1 :]:
+                if not _comparable(cell, earlier, later):
+                    continue
+                first, second = (earlier, later) if earlier in tested else (later, earlier)
+                if earlier in tested and later in tested:
+                    first, second = later, earlier
+                rows += [_paired_row(cell, target, first, second, m) for m in metrics]
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def shown_pairs(paired: pd.DataFrame, runs: pd.DataFrame, under_test: str | None = None):
+    """The rows table.md shows: the method under test against each other, or every pair."""
+    tested = under_test_labels(runs, under_test)
+    return paired[paired["method"].isin(tested)] if tested else paired
 
 
 def _has_values(cell: pd.DataFrame, metric: str) -> bool:
@@ -144,44 +176,30 @@ def _method_names(cell: pd.DataFrame) -> dict[str, str]:
     }
 
 
-def _lift_labels(cell: pd.DataFrame) -> list[str]:
-    return sorted(
-        {label for label, name in _method_names(cell).items() if name == LIFT}, key=natural_key
-    )
+def _comparable(cell: pd.DataFrame, one: str, other: str) -> bool:
+    """Whether two columns' swept settings agree where both have them: with model.depth
+    swept, lift at depth 2 is compared with pgd at depth 2 only."""
+    mine, theirs = _settings(cell, one), _settings(cell, other)
+    return all(mine[k] == v for k, v in theirs.items() if k in mine)
 
 
-def _baselines(cell: pd.DataFrame, lift: str) -> list[str]:
-    """Every other method of the row whose swept settings do not contradict the lift's: with
-    model.depth swept, lift at depth 2 is compared with pgd at depth 2 only."""
-    mine = _settings(cell, lift)
-    others = [label for label, name in _method_names(cell).items() if name != LIFT]
-    return [
-        label
-        for label in method_order(others)
-        if all(mine[k] == v for k, v in _settings(cell, label).items() if k in mine)
-    ]
+def _settings(cell: pd.DataFrame, label: str) -> dict[str, object]:
+    """The swept settings of a column, without those it does not have (None)."""
+    rows = cell[cell["method"] == label].to_dict("records")
+    return swept_of(rows[0], swept_columns(cell)) if rows else {}
 
 
-def _settings(cell: pd.DataFrame, label: str) -> dict[str, str]:
-    """The swept settings of a column, without those it does not have (value None)."""
-    if "variant" not in cell:
-        return {}
-    variant = cell.loc[cell["method"] == label, "variant"].fillna("").iloc[0]
-    pairs = (part.split("=", 1) for part in variant.split(",") if "=" in part)
-    return {key: value for key, value in pairs if value != "None"}
-
-
-def _paired_row(cell: pd.DataFrame, target: str, lift: str, baseline: str, metric: str) -> dict:
-    mine, theirs = _values_by_seed(cell, lift, metric), _values_by_seed(cell, baseline, metric)
+def _paired_row(cell: pd.DataFrame, target: str, method: str, baseline: str, metric: str) -> dict:
+    mine, theirs = _values_by_seed(cell, method, metric), _values_by_seed(cell, baseline, metric)
     seeds = mine.index.intersection(theirs.index).sort_values()
     mine, theirs = mine[seeds], theirs[seeds]
     result = paired_difference((mine - theirs).to_numpy())
     return {
         "target": target,
-        "lift": lift,
+        "method": method,
         "baseline": baseline,
         "metric": metric,
-        "lift_mean": float(mine.mean()) if len(seeds) else math.nan,
+        "method_mean": float(mine.mean()) if len(seeds) else math.nan,
         "baseline_mean": float(theirs.mean()) if len(seeds) else math.nan,
         **result,
         "verdict": verdict(result["n_pairs"], result["ci_low"], result["ci_high"]),
@@ -202,8 +220,8 @@ def _values_by_seed(cell: pd.DataFrame, label: str, metric: str) -> pd.Series:
 
 
 def headline_blocks(paired: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
-    """(lift, metric, rows) per lift and target family, a family being the targets whose
-    headline metric (the first of METRICS they have) is `metric`."""
+    """(method, metric, rows) per compared method and target family, a family being the
+    targets whose headline metric (the first of METRICS they have) is `metric`."""
     if paired.empty:
         return []
     order = [m for m, _ in METRICS]
@@ -213,32 +231,32 @@ def headline_blocks(paired: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]
     ]
     rows = paired[is_headline]
     blocks = []
-    for lift in sorted(rows["lift"].unique(), key=natural_key):
+    for method in method_order(rows["method"].unique()):
         for metric in order:
-            block = rows[(rows["lift"] == lift) & (rows["metric"] == metric)]
+            block = rows[(rows["method"] == method) & (rows["metric"] == metric)]
             if len(block):
-                blocks.append((lift, metric, block))
+                blocks.append((method, metric, block))
     return blocks
 
 
 def wins_lines(paired: pd.DataFrame) -> list[str]:
     """'lift vs pgd: 3 wins, 5 ties, 0 losses (95% paired t-interval over seeds, KL)', one per
-    lift x baseline x target family."""
+    method x baseline x target family of `paired`."""
     lines = []
-    for lift, metric, block in headline_blocks(paired):
+    for method, metric, block in headline_blocks(paired):
         for baseline in method_order(block["baseline"].unique()):
             verdicts = block.loc[block["baseline"] == baseline, "verdict"].tolist()
-            lines.append(_wins_line(lift, baseline, metric, verdicts))
+            lines.append(_wins_line(method, baseline, metric, verdicts))
     return lines
 
 
-def _wins_line(lift: str, baseline: str, metric: str, verdicts: list[str]) -> str:
+def _wins_line(method: str, baseline: str, metric: str, verdicts: list[str]) -> str:
     counts = [_count(verdicts.count(v), v) for v in ("win", "tie", "loss")]
     untested = verdicts.count("n<2")
     if untested:
         counts.append(f"{untested} with n<2")
     basis = f"{LEVEL:.0%} paired t-interval over seeds, {SHORT_NAMES.get(metric, metric)}"
-    return f"{lift} vs {baseline}: {', '.join(counts)} ({basis})"
+    return f"{method} vs {baseline}: {', '.join(counts)} ({basis})"
 
 
 def _count(n: int, word: str) -> str:
@@ -395,8 +413,8 @@ def _p(p: float) -> str:
 
 PAIRED_PREAMBLE = "\n".join(
     [
-        "Lift minus baseline on the same seeds (same data draw), over the seeds where both runs",
-        "are ok; negative = lift better (every metric is lower-is-better). Cell: mean difference",
+        "Method minus baseline on the same seeds (same data draw), over the seeds where both runs",
+        "are ok; negative = method better (every metric is lower-is-better). Cell: mean difference",
         f"[{LEVEL:.0%} paired t-interval over seeds]; n<2: too few pairs for a test. Each",
         "target shows its headline metric (the first one it has). paired.csv holds every",
         "metric, the two-sided paired t-test p (also in table.tex) and the exact Wilcoxon",
@@ -407,16 +425,18 @@ PAIRED_PREAMBLE = "\n".join(
 
 
 def paired_markdown(paired: pd.DataFrame) -> str | None:
-    """table.md's paired section: per lift and target family, target x baseline differences on
-    the headline metric, then the wins/ties/losses lines. None without a lift."""
+    """table.md's paired section: per compared method and target family, target x baseline
+    differences on the headline metric, then the wins/ties/losses lines. None without pairs."""
     blocks = headline_blocks(paired)
     if not blocks:
         return None
     headings = dict(METRICS)
-    parts = ["## Paired comparison: lift − baseline over seeds", "", PAIRED_PREAMBLE]
-    for lift, metric, block in blocks:
+    tested = method_order(paired["method"].unique())
+    what = f"{tested[0]} − each other method" if len(tested) == 1 else "every pair of methods"
+    parts = [f"## Paired comparison: {what}, over seeds", "", PAIRED_PREAMBLE]
+    for method, metric, block in blocks:
         baselines = method_order(block["baseline"].unique())
-        title = headings[metric] + ("" if lift == LIFT else f" ({lift})")
+        title = f"{method} − baseline: {headings[metric]}"
         pairs = int(block["n_pairs"].mode().iloc[0])
         parts += [
             "",
@@ -470,16 +490,19 @@ def comparison_markdown(
     title: str,
     paired: pd.DataFrame | None = None,
     notes: list[str] | None = None,
+    sections: list[str] | None = None,
 ) -> str:
-    """All metric tables in one markdown document, then the paired section if there is a lift."""
+    """All metric tables in one markdown document, then the paired section, then any
+    `sections` (the leaderboard)."""
     parts = [
         f"# {title}",
         "",
         "Mean ± std over seeds (the successful runs; a cell with fewer seeds than the table's",
         "others says how many); **bold** = lowest mean in the row; failed or diverged runs are",
         f"counted in brackets and left out of the mean. {LEVEL:.0%} t-intervals over seeds are in",
-        "summary.csv and, for the lift against each baseline, below. Cells of 2 seeds are marked",
-        "n<3: an interval with 1 degree of freedom says little (and is never clipped).",
+        "summary.csv and, for the method under test against each other, below. Cells of 2",
+        "seeds are marked n<3: an interval with 1 degree of freedom says little (and is never",
+        "clipped).",
     ]
     for note in notes or []:
         parts += ["", f"**Note:** {note}."]
@@ -500,6 +523,8 @@ def comparison_markdown(
     section = paired_markdown(paired) if paired is not None else None
     if section is not None:
         parts += ["", section]
+    for extra in sections or []:
+        parts += ["", extra]
     return "\n".join(parts) + "\n"
 
 
@@ -616,8 +641,8 @@ def _tex_cell(row, metric: str, bold: bool) -> str:
     return text + (f" {{\\scriptsize({'; '.join(notes)})}}" if notes else "")
 
 
-def latex_paired_table(block: pd.DataFrame, lift: str, metric: str) -> str:
-    """The paired markdown table of one lift and target family as a booktabs table."""
+def latex_paired_table(block: pd.DataFrame, method: str, metric: str) -> str:
+    """The paired markdown table of one method and target family as a booktabs table."""
     baselines = method_order(block["baseline"].unique())
     body = []
     for target, rows in block.groupby("target", sort=False):
@@ -626,11 +651,11 @@ def latex_paired_table(block: pd.DataFrame, lift: str, metric: str) -> str:
         body.append([latex_escape(target), *cells])
     header = ["target", *(latex_escape(f"vs {b}") for b in baselines)]
     caption = latex_escape(
-        f"{lift} − baseline, {dict(METRICS)[metric]}: mean difference over the seeds where both "
+        f"{method} − baseline, {dict(METRICS)[metric]}: mean difference over the seeds where both "
         f"runs are ok [{LEVEL:.0%} paired t-interval], two-sided paired t-test p (n pairs); "
-        "negative = lift better."
+        f"negative = {method} better."
     )
-    return _tex_table(caption, _tex_label("paired", lift, metric), header, body)
+    return _tex_table(caption, _tex_label("paired", method, metric), header, body)
 
 
 def _tex_paired_cell(row) -> str:
@@ -644,7 +669,7 @@ def comparison_latex(summary: pd.DataFrame, paired: pd.DataFrame, title: str) ->
         table = latex_table(summary, metric, heading)
         if table is not None:
             parts += ["", table]
-    for lift, metric, block in headline_blocks(paired):
-        parts += ["", latex_paired_table(block, lift, metric)]
+    for method, metric, block in headline_blocks(paired):
+        parts += ["", latex_paired_table(block, method, metric)]
         parts += [f"% {line}" for line in wins_lines(block)]
     return "\n".join(parts) + "\n"

@@ -297,7 +297,8 @@ def log_sweep_report(
     init_timeout: float = 30.0,
 ) -> Any:
     """One W&B run per sweep (in its group, job_type "report") holding the comparison: the
-    summary and paired tables as W&B Tables, the report's figures as images, runs.csv and the
+    summary, paired, leaderboard (ranks, wins) and runs tables as W&B Tables, mean ranks
+    and the Friedman p in its summary, the report's figures as images, runs.csv and the
     report files as an artifact. Returns the finished run, or None when W&B is not there."""
     mode = resolve_mode(mode)
     wandb = None if mode == "disabled" else _import_wandb()
@@ -321,7 +322,7 @@ def log_sweep_report(
         return None
     try:
         logged: dict[str, Any] = {}
-        for name in ("summary", "paired", "runs"):
+        for name in ("summary", "paired", "runs", "ranks", "wins"):
             path = report.out_dir / f"{name}.csv"
             if path.exists():
                 frame = pd.read_csv(path)
@@ -335,6 +336,12 @@ def log_sweep_report(
             artifact.add_file(str(path))
         run.log_artifact(artifact)
         run.summary.update({"runs": report.n_runs, "ok": report.n_ok})
+        board = getattr(report, "leaderboard", None)
+        if board is not None:  # the leaderboard's numbers, one summary key each
+            run.summary.update(
+                {f"mean_rank/{method}": float(rank) for method, rank in board.mean_ranks.items()}
+            )
+            run.summary.update({"friedman_p": board.friedman_p, "cells": len(board.ranks)})
         run.finish()
     except Exception as error:
         _warn(f"W&B failed logging the sweep report ({_one_line(error)})")
