@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.models.base import DensityModel
 
 
@@ -92,25 +92,65 @@ def load_run(
     from icnn_bench import registry
     from icnn_bench.build import model_from_config, target_from_config
     from icnn_bench.devices import resolve_device
+    from icnn_bench.report.collect import read_result
 
     if config_dir is not None:
         registry.add_search_dir(config_dir)
     run_dir = Path(run_dir)
     result_path, weights_path = run_dir / "result.json", run_dir / "weights.pt"
-    for path in (run_dir / "config.yaml", result_path):
+    config_path = run_dir / "config.yaml"
+    for path in (config_path, result_path):
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing; is {run_dir} a finished run folder?")
-    result = json.loads(result_path.read_text())
-    status = result.get("status") if isinstance(result, dict) else None
+    result = read_result(result_path)
+    status = result.get("status") if result is not None else "unreadable"
     if status != "ok" or not weights_path.exists():
         raise FileNotFoundError(f"{run_dir} holds no trained weights (run status: {status})")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    target = target_from_config(config["target"])
-    model = model_from_config(config, target, config["seed"])
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    model.set_pinned_state(state["pinned"])
+    config = _run_config(config_path)
+    try:
+        target = target_from_config(config["target"])
+        model = model_from_config(config, target, config["seed"])
+    except (ConfigError, KeyError, TypeError) as error:
+        raise DataError(f"{config_path} does not describe a model this version builds "
+                        f"({type(error).__name__}: {error})") from None  # fmt: skip
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, empty, random bytes, another program's pickle
+        raise DataError(f"{weights_path} cannot be read ({_first_line(error)})") from None
+    if not isinstance(state, dict) or not {"model", "pinned"} <= set(state):
+        raise DataError(f"{weights_path} is not an icnn-bench weights file")
+    try:
+        model.load_state_dict(state["model"])
+        model.set_pinned_state(state["pinned"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{weights_path} does not fit {config_path} "
+                        f"({_first_line(error)})") from None  # fmt: skip
     return TrainedModel(model.to(resolve_device(device)).eval(), config, result, target)
+
+
+# settings renamed since a run folder may have been written: old key -> new key
+RENAMED = {("method", "pinned_pool"): ("trainer", "eval_pool")}
+
+
+def _run_config(path: Path) -> dict[str, Any]:
+    """A run's config.yaml, checked and brought up to this version's keys (RENAMED)."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} cannot be read ({type(error).__name__})") from None
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(k), dict) for k in ("target", "model", "method")
+    ):
+        raise DataError(f"{path} is not a run's config (no target, model and method)")
+    for (group, key), (new_group, new_key) in RENAMED.items():
+        if key in config[group]:
+            config.setdefault(new_group, {}).setdefault(new_key, config[group].pop(key))
+    return config
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:

@@ -32,6 +32,7 @@ _NOT_IDENTITY = (
     "device",
     "deterministic",
     "report",
+    "regime.folder_suffix",
 )
 
 

@@ -90,15 +90,8 @@ def composition_problem(argv: list[str]) -> str | None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as error:
         return f"cannot parse the overrides: {_first_line(error)}"
-    first = []
-    for override in parsed:
-        if not override.is_sweep_override():
-            first.append(override.input_line)
-            continue
-        with contextlib.suppress(Exception):  # interval sweeps (optuna) have no first value
-            value = next(iter(override.sweep_string_iterator()))
-            first.append(f"{override.get_key_element()}={value}")
-    searchpath = [f"file://{folder}" for folder in registry.search_dirs()[:-1]]
+    first = first_job(parsed)
+    searchpath = [_quoted(f"file://{folder}") for folder in registry.search_dirs()[:-1]]
     if searchpath and not any(o.startswith("hydra.searchpath=") for o in first):
         first.append(f"hydra.searchpath=[{','.join(searchpath)}]")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -106,7 +99,12 @@ def composition_problem(argv: list[str]) -> str | None:
             cfg = compose("config", overrides=first, return_hydra_config=True)
         except Exception as error:
             return _misspelt_key(error, first) or _first_line(error)
-        multirun = "-m" in argv or "--multirun" in argv or cfg.hydra.mode == RunMode.MULTIRUN
+        multirun = (
+            "-m" in argv
+            or "--multirun" in argv
+            or cfg.hydra.mode == RunMode.MULTIRUN
+            or any(o.is_sweep_override() for o in parsed)
+        )
         _COMPOSED["axes"] = _axes_of(cfg, parsed) if multirun else None
         swept = {o.get_key_element(): o.input_line for o in parsed if o.is_sweep_override()}
         params = cfg.hydra.sweeper.get("params") or {}
@@ -128,11 +126,62 @@ def composition_problem(argv: list[str]) -> str | None:
     )
 
 
+def first_job(parsed: list[Any]) -> list[str]:
+    """The overrides of a sweep's first job: each comma list (or range) at its first value;
+    an interval (optuna) has none and is left out."""
+    first = []
+    for override in parsed:
+        if not override.is_sweep_override():
+            first.append(override.input_line)
+            continue
+        with contextlib.suppress(Exception):
+            value = next(iter(override.sweep_string_iterator()))
+            first.append(f"{override.get_key_element()}={value}")
+    return first
+
+
+def sweep_or_preview(argv: list[str]) -> list[str]:
+    """One rule for sweeps: a comma list (or range) on the command line sweeps, with or
+    without -m, as a preset's axes do. With --cfg the command is a preview: the sweep's plan
+    is printed before, and Hydra shows its first job's config (no -m)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    flags = [a for a in argv if a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(_overrides_of(argv))
+    except Exception:
+        return argv  # Hydra says what is wrong
+    sweeping = any(o.is_sweep_override() for o in parsed)
+    if "--cfg" in flags or "-c" in flags:
+        kept = [a for a in argv if a not in ("-m", "--multirun")]
+        if not sweeping:
+            return kept
+        firsts = {o.input_line: first_job([o]) for o in parsed if o.is_sweep_override()}
+        return [value for a in kept for value in firsts.get(a, [a])]  # in place
+    if sweeping and "-m" not in flags and "--multirun" not in flags:
+        return [*argv, "--multirun"]
+    return argv
+
+
+def _overrides_of(argv: list[str]) -> list[str]:
+    """The overrides of a command line, without flags and their values (--cfg job)."""
+    return [
+        a
+        for a in _without_config_dir(argv)
+        if not a.startswith("-") and ("=" in a or a.startswith("~"))
+    ]
+
+
 def jobs_run_elsewhere(launcher: Any) -> bool:
     """Whether a sweep's launcher runs its jobs on other machines (a SLURM cluster's nodes),
     whose devices and memory the submitting machine cannot check."""
     target = str((launcher or {}).get("_target_", ""))
     return "Slurm" in target
+
+
+def _quoted(text: str) -> str:
+    """A value for a Hydra override, quoted so that spaces and any character pass."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def output_problem(folder: Path) -> str | None:
@@ -321,10 +370,11 @@ def _run_task(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     except ConfigError as error:  # e.g. logger.mode=bogus: one line, before any training
         print(f"icnn-bench: {error}", file=sys.stderr)
         sys.exit(2)
+    records = hydra_records(cfg, hydra_cfg, run_dir)
     if config.get("seeds") is not None:
-        return _run_seeds(config, run_dir, hydra_cfg)
+        return _run_seeds(config, run_dir, hydra_cfg, records)
     try:
-        result = runner.run(config, run_dir, sinks)
+        result = runner.run(config, run_dir, sinks, records)
     except ConfigError as error:  # the run folder holds another run's work: left untouched
         return _refused(error, hydra_cfg)
     if hydra_cfg.mode == RunMode.RUN:
@@ -342,7 +392,21 @@ def _run_task(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     return float(value) if result["status"] == "ok" and value is not None else math.inf
 
 
-def _run_seeds(config: dict[str, Any], job_dir: Path, hydra_cfg: Any) -> float:
+def hydra_records(cfg: DictConfig, hydra_cfg: Any, folder: Path) -> dict[Path, str]:
+    """What Hydra records of a job in .hydra/ (its config, Hydra's, the overrides), for the
+    run to write once its folder is its own (hydra.output_subdir is null: a command that is
+    refused must not overwrite the folder's records)."""
+    records = folder / ".hydra"
+    return {
+        records / "config.yaml": OmegaConf.to_yaml(cfg),
+        records / "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
+        records / "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task)),
+    }
+
+
+def _run_seeds(
+    config: dict[str, Any], job_dir: Path, hydra_cfg: Any, records: dict[Path, str]
+) -> float:
     """A job holding every seed of its cell (`seeds=[...]`): one run folder per seed below
     the job folder; returns the mean validation NLL of the finished seeds."""
     from icnn_bench.runner import run_seeds
@@ -356,6 +420,7 @@ def _run_seeds(config: dict[str, Any], job_dir: Path, hydra_cfg: Any) -> float:
             lambda cfg, run_dir: make_sinks(
                 cfg, run_dir, group, swept, single, runs_per_job=len(config["seeds"])
             ),
+            records,
         )
     except ConfigError as error:
         return _refused(error, hydra_cfg)
@@ -459,7 +524,8 @@ class ReportCallback(Callback):
             print(f"icnn-bench: no report: {error}", file=sys.stderr)
             return
         except OSError as error:
-            print(f"icnn-bench: cannot write the report to {sweep_dir}: {error.strerror}")
+            why = error.strerror or _first_line(error)
+            _SWEEP_FAILURES.append(f"cannot write the report to {sweep_dir}: {why}")
             return
         _print_report(report)
         if report.failures:
@@ -472,7 +538,7 @@ class ReportCallback(Callback):
             log_sweep_report(
                 report,
                 sweep_dir,
-                project=logger.get("project") or "icnn-bench",
+                project=logger.get("project"),
                 entity=logger.get("entity"),
                 group=group,
                 mode=logger.get("mode"),
@@ -516,8 +582,12 @@ _hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", versio
 def main() -> None:
     # local jobs in other processes (joblib, submitit_local) watch this one
     os.environ.setdefault(LAUNCHER_PID, f"{socket.gethostname()}:{os.getpid()}")
-    for folder in config_dirs(sys.argv[1:]):
-        registry.add_search_dir(folder)
+    try:
+        for folder in config_dirs(sys.argv[1:]):
+            registry.add_search_dir(folder)
+    except ConfigError as error:
+        print(f"icnn-bench: {error}", file=sys.stderr)
+        sys.exit(2)
     problem = unknown_choice(sys.argv[1:]) or composition_problem(sys.argv[1:])
     if problem is not None:
         print(f"icnn-bench: {problem}", file=sys.stderr)
@@ -525,6 +595,7 @@ def main() -> None:
     axes = sweep_axes(sys.argv[1:])
     if axes is not None and ("--cfg" in sys.argv[1:] or "-c" in sys.argv[1:]):
         _print_sweep_axes(axes)
+    sys.argv = [sys.argv[0], *sweep_or_preview(sys.argv[1:])]
     if axes is not None and sweep_size(axes):  # for the runs' "k of N runs, ETA" lines
         os.environ[SWEEP_JOBS] = str(sweep_size(axes))
         os.environ[SWEEP_START] = str(time.time())
@@ -558,21 +629,18 @@ def sweep_axes(argv: list[str]) -> dict[str, str] | None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    overrides = [a for a in _without_config_dir(argv) if not a.startswith("-") and "=" in a]
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        first = []
-        for override in parsed:
-            if override.is_sweep_override():
-                value = next(iter(override.sweep_string_iterator()))
-                first.append(f"{override.get_key_element()}={value}")
-            else:
-                first.append(override.input_line)
+        parsed = OverridesParser.create().parse_overrides(_overrides_of(argv))
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=first, return_hydra_config=True)
+            cfg = compose("config", overrides=first_job(parsed), return_hydra_config=True)
     except Exception:
         return None
-    multirun = "-m" in argv or "--multirun" in argv or cfg.hydra.mode == RunMode.MULTIRUN
+    multirun = (
+        "-m" in argv
+        or "--multirun" in argv
+        or cfg.hydra.mode == RunMode.MULTIRUN
+        or any(o.is_sweep_override() for o in parsed)
+    )
     return _axes_of(cfg, parsed) if multirun else None
 
 
@@ -627,6 +695,12 @@ def report_main(argv: list[str] | None = None) -> None:
         "(runs.csv, curves.csv.gz, densities.csv.gz), without the run folders",
     )
     args = parser.parse_args(argv)
+    if args.sweep_dir.is_file():
+        print(
+            f"icnn-bench-report: {args.sweep_dir} is a file; give the sweep (or report) folder",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     from icnn_bench.report import make_report, redraw
 
     try:
@@ -638,6 +712,7 @@ def report_main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except OSError as error:
         where = error.filename or args.out or args.sweep_dir
-        print(f"icnn-bench-report: cannot write to {where}: {error.strerror}", file=sys.stderr)
+        why = error.strerror or _first_line(error)
+        print(f"icnn-bench-report: cannot write to {where}: {why}", file=sys.stderr)
         sys.exit(1)
     _print_report(report)

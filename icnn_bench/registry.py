@@ -3,8 +3,9 @@
 Every option is a YAML file in a config folder: the package's own `conf/`, and any folder a
 user adds (the CLI adds the folders of `--config-dir` and `hydra.searchpath`). A method's or
 target's YAML names what it builds with `_target_` (a dotted path, `package.module.Name`); an
-added folder is also put on `sys.path`, so a YAML there can name a class in a Python file next
-to it. Nothing here imports Hydra: it reads the YAML files themselves.
+added folder is also put on `sys.path` (after what is installed, so that a file there never
+hides a package), so a YAML there can name a class in a Python file next to it. Nothing here
+imports Hydra: it reads the YAML files themselves.
 """
 
 from __future__ import annotations
@@ -24,15 +25,58 @@ PACKAGE_CONF = Path(__file__).parent / "conf"
 _added: list[Path] = []
 
 
+NAMED_GROUPS = ("target", "model", "method")  # options that name themselves (`name:`)
+CHECKED_GROUPS = (*NAMED_GROUPS, "log_z", "trainer", "logger", "regime", "experiment",
+                  "hydra/launcher")  # fmt: skip
+
+
 def add_search_dir(folder: str | Path) -> None:
-    """Search `folder` for config options (before the package's) and import from it."""
+    """Search `folder` for config options and import from it. A YAML there that cannot be
+    used (malformed, not a mapping, an option without its `name`, or one with the name of
+    a packaged option, which Hydra would silently prefer) raises ConfigError naming it."""
     folder = Path(folder).expanduser().resolve()
     if folder in _added or folder == PACKAGE_CONF.resolve():
         return
+    check_folder(folder)
     _added.insert(0, folder)
     if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+        sys.path.append(str(folder))
     _read.cache_clear()
+
+
+def check_folder(folder: Path) -> None:
+    """The problems of a user's config folder, as one ConfigError line (see add_search_dir)."""
+    for group in CHECKED_GROUPS:
+        for path in sorted((Path(folder) / group).glob("*.yaml")):
+            where = f"{path.parent.name}/{path.name} in {folder}"
+            if (PACKAGE_CONF / group / path.name).exists():
+                raise ConfigError(
+                    f"{where} has the name of a packaged {group} option ({path.stem}), which "
+                    f"would be ambiguous; give yours another name (e.g. my_{path.stem})"
+                )
+            loaded = _load(path)
+            if not isinstance(loaded, dict):
+                kind = type(loaded).__name__ if loaded is not None else "empty"
+                raise ConfigError(f"{where} is not a mapping of settings (its top level is "
+                                  f"{'a ' + kind if kind != 'empty' else 'empty'})")  # fmt: skip
+            if group in NAMED_GROUPS and "name" not in _read(path):
+                inherited = _settings(group, path) if loaded.get("defaults") else {}
+                if "name" not in inherited:
+                    raise ConfigError(f"{where} has no `name:` (an option names itself: "
+                                      f"name: {path.stem})")  # fmt: skip
+
+
+def _load(path: Path) -> Any:
+    """A YAML file's content; ConfigError naming the file and line where it is malformed."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"{path}{line}: malformed YAML ({problem})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: unreadable ({type(error).__name__})") from None
 
 
 def search_dirs() -> list[Path]:
@@ -98,10 +142,7 @@ def default_option(group: str) -> str:
 
 @cache
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: unreadable config ({type(error).__name__})") from None
+    loaded = _load(path) or {}
     return loaded if isinstance(loaded, dict) else {}
 
 

@@ -8,6 +8,7 @@ here once for both: every seed's folder always ends with a result.json.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -41,6 +42,7 @@ from icnn_bench.evaluation import EvaluationPool, evaluate
 from icnn_bench.loop import LoopOutcome, OneSeed, SeedRun, StackedSeeds, train_loop
 from icnn_bench.models.base import DensityModel
 from icnn_bench.models.potential import InversionError
+from icnn_bench.run_folder import owned
 from icnn_bench.sinks.base import Sink
 from icnn_bench.sinks.files import RESULT, FileSink
 from icnn_bench.targets import Split, Target
@@ -75,15 +77,25 @@ class SeedJob:
     prepared: Prepared | None = None
     started: float = field(default_factory=time.perf_counter)
     done: bool = False
+    # files that record how the run was made (Hydra's .hydra/*.yaml), written with its
+    # config once the folder is accepted: a refused command leaves the folder's own records
+    records: dict[Path, str] = field(default_factory=dict)
+    prepare_s: float = 0.0  # building its data and model
 
 
-def run(config: dict[str, Any], run_dir: Path, sinks: list[Sink] | None = None) -> dict[str, Any]:
+def run(
+    config: dict[str, Any],
+    run_dir: Path,
+    sinks: list[Sink] | None = None,
+    records: dict[Path, str] | None = None,
+) -> dict[str, Any]:
     """Train and evaluate one (target, model, method, seed); always leaves a result.json.
 
     With trainer.resume=auto (the default) a run folder that already holds this config's
     finished result is kept as it is, and one holding its checkpoint continues from there.
-    A folder holding another config's work raises ConfigError and is left untouched."""
-    job = SeedJob(config, Path(run_dir), [FileSink(run_dir), *(sinks or [])])
+    A folder holding another config's work, or held by another process, raises ConfigError
+    and is left untouched. `records`: {path: text} written once the run is accepted."""
+    job = SeedJob(config, Path(run_dir), [FileSink(run_dir), *(sinks or [])], records=records or {})
     return run_cell([job], stacked=False)[0]
 
 
@@ -98,18 +110,25 @@ def seed_config(config: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def run_seeds(
-    config: dict[str, Any], job_dir: Path, make_sinks: SinkFactory | None = None
+    config: dict[str, Any],
+    job_dir: Path,
+    make_sinks: SinkFactory | None = None,
+    records: dict[Path, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every seed of `config["seeds"]` into `job_dir/seed<k>`, one after another or (with
     trainer.vectorize) as one stacked cell; returns their results."""
     seeds = config.get("seeds")
     if not isinstance(seeds, list) or not seeds or not all(checks.is_int(s) for s in seeds):
         raise ConfigError(f"seeds={seeds!r} must be a non-empty list of integers")
+    if len(set(seeds)) != len(seeds):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise ConfigError(f"seeds={seeds!r} names seed {repeated[0]} twice; each seed once")
     make_sinks = make_sinks or (lambda cfg, run_dir: [])
     jobs = []
     for seed in seeds:
         one, run_dir = seed_config(config, seed), Path(job_dir) / f"seed{seed}"
-        jobs.append(SeedJob(one, run_dir, [FileSink(run_dir), *make_sinks(one, run_dir)]))
+        sinks = [FileSink(run_dir), *make_sinks(one, run_dir)]
+        jobs.append(SeedJob(one, run_dir, sinks, records=records or {}))
     choice = (config.get("trainer") or {}).get("vectorize", "auto")
     return run_cell(jobs, stacked=use_vectorized(config), explicit=choice is True, job_dir=job_dir)
 
@@ -144,7 +163,10 @@ def run_cell(
     resume = (jobs[0].config.get("trainer") or {}).get("resume", "auto")
     checks.choice("trainer.resume", resume, RESUME)
     # a setting other than true/false fails each job at its checks, in its result.json
-    with deterministic_kernels(jobs[0].config.get("deterministic") is True):
+    with contextlib.ExitStack() as owning:
+        for job in jobs:  # one process per folder; refused (FolderInUse) before any change
+            owning.enter_context(owned(job.run_dir))
+        owning.enter_context(deterministic_kernels(jobs[0].config.get("deterministic") is True))
         return _run_pending(jobs, resume, stacked, explicit, job_dir)
 
 
@@ -166,7 +188,8 @@ def _run_pending(
     if stacked and ready:
         _train(ready, Path(job_dir) / CHECKPOINT, stacked=True)
     else:
-        for job in ready:
+        for job in ready:  # its wall time: its own build and training, not the seeds' before
+            job.started = time.perf_counter() - job.prepare_s
             _train([job], job.run_dir / CHECKPOINT, stacked=False)
     return [job.result for job in jobs]
 
@@ -189,6 +212,7 @@ def _prepare(job: SeedJob) -> None:
     job.result = result_header(job.config)
     try:
         job.prepared = prepare(job.config, job.run_dir)
+        job.prepare_s = time.perf_counter() - job.started
     except (ConfigError, DataError) as error:
         _fail(job, str(error))
     except Exception as error:  # recorded, so that a sweep goes on and nothing is lost
@@ -216,7 +240,7 @@ def _train(jobs: list[SeedJob], checkpoint_path: Path, stacked: bool) -> None:
     resumed = checkpoints.resume_from["step"] if checkpoints.resume_from else None
     runs = []
     for job in jobs:
-        outputs.write_config(job.run_dir, job.config)
+        _write_config(job)
         if stacked:
             job.result["vectorized_seeds"] = len(jobs)
         for sink in job.sinks:
@@ -271,8 +295,15 @@ def _say_kept(checkpoints: Checkpoints) -> None:
         )
 
 
-def _fail(job: SeedJob, message: str) -> None:
+def _write_config(job: SeedJob) -> None:
+    """The run's config and records: the folder is this run's from now on."""
     outputs.write_config(job.run_dir, job.config)
+    for path, text in job.records.items():
+        io.write_text(path, text)
+
+
+def _fail(job: SeedJob, message: str) -> None:
+    _write_config(job)
     job.result = {**result_header(job.config), **job.result, "status": "failed", "error": message}
     finish(job.result, job.sinks, job.started)
     job.done = True
@@ -293,6 +324,7 @@ def result_header(config: dict[str, Any]) -> dict[str, Any]:
         "model": (config.get("model") or {}).get("name"),
         "method": method_label(config),
         "seed": config.get("seed"),
+        "regime": (config.get("regime") or {}).get("name"),
         "status": "failed",
     }
 
@@ -393,7 +425,7 @@ def check_memory(
     """Refuse, naming the setting, a run whose data or model would not fit in the memory
     its device has free (an estimate: the largest arrays, float32)."""
     need = memory_estimate(config, target, settings)
-    total = sum(need.values())
+    total = sum(need.values()) + (PROCESS_BYTES if device.type == "cpu" else 0.0)
     free = free_memory(device)
     if free is None or total <= free:
         return
@@ -404,28 +436,44 @@ def check_memory(
     )
 
 
+PROCESS_BYTES = 0.5 * 2**30  # the process itself: torch, numpy, pandas, scipy loaded
+
+
 def memory_estimate(
     config: dict[str, Any], target: Target, settings: TrainerSettings
 ) -> dict[str, float]:
-    """Bytes of the largest arrays, by the setting that scales them."""
+    """Bytes of the largest arrays, by the setting that scales them: an upper bound (float32)
+    of what a run holds at once, checked against measured peaks (tests/test_hostile_second)."""
     data, model = config.get("data") or {}, config.get("model") or {}
     dim = max(1, int(getattr(target, "dim", 1) or 1))
-    rows = {k: data.get(k) for k in ("n_train", "n_val", "n_test")}
     need: dict[str, float] = {}
-    for key, n in rows.items():
+    for key in ("n_train", "n_val", "n_test"):
+        n = data.get(key)
         if checks.is_int(n):
             need[f"data.{key}"] = 4.0 * 2 * n * dim  # the draw and its split copy
+    need["trainer.steps"] = 4.0 * 2 * settings.steps  # the loss curve, and its checkpoint copy
     width, depth = model.get("width"), model.get("depth")
-    if checks.is_int(width) and checks.is_int(depth) and width > 0 and depth > 0:
-        params = width * width * max(depth - 1, 1) + 3 * width * (dim + 1) * depth
-        body = (config.get("method") or {}).get("body")
-        factor = 4 * 4.0  # parameter, gradient and two Adam moments
-        if isinstance(body, list) and body and checks.is_int(body[-1]):
-            factor *= body[-1]  # the lift's readout emits every entry from the summary
-        need["model.width"] = factor * params
-        batch = settings.batch_size
-        need["trainer.batch_size"] = 4.0 * 6 * batch * width * depth * max(dim, 1)
+    if not (checks.is_int(width) and checks.is_int(depth) and width > 0 and depth > 0):
+        return need
+    entries = width * width * max(depth - 1, 1) + 3 * width * (dim + 1) * depth
+    need["model.width"] = _bytes_per_entry(config) * entries
+    need["trainer.batch_size"] = 4.0 * 6 * settings.batch_size * width * depth * dim
+    for key in ("eval_nodes", "eval_samples"):  # evaluation: the ICNN on every point at once
+        points = (config.get("log_z") or {}).get(key)
+        if checks.is_int(points):
+            need[f"log_z.{key}"] = 4.0 * (3 * width * depth + 2 * dim) * points
     return need
+
+
+def _bytes_per_entry(config: dict[str, Any]) -> float:
+    """What the configured method holds per ICNN entry (its own estimate; default: a
+    parameter, its gradient, two Adam moments, an emission and a checkpoint copy)."""
+    try:
+        cls = registry.resolve(registry.target_of("method", config.get("method") or {}), "method")
+    except ConfigError:
+        cls = None  # the run fails with that message
+    per_entry = getattr(cls, "training_bytes_per_entry", None)
+    return float(per_entry(config.get("method") or {})) if per_entry else 4.0 * 6
 
 
 def _memory_name(device: torch.device) -> str:

@@ -8,13 +8,17 @@ all cores (joblib), its report into results/<name>, and a table of wall time per
 
 Resumable like any sweep: run the same command again and finished runs are kept, the others
 continue from their checkpoints (sweep folders under --runs, default runs/). The timings go
-to results/reproduce.md; `--extra` overrides are passed to every sweep (e.g. a smoke test:
---extra trainer.steps=4 target=gumbel method=pgd,lift seed=0).
+to results/reproduce.md. A report folder that holds a finished report this command did not
+make from the same sweep folder (the committed results/, say) is not overwritten without
+--force. `--extra` overrides are passed to every sweep; their reports then go to
+<runs>/reports unless --results says otherwise (a smoke test never touches results/):
+--extra trainer.steps=4 target=gumbel method=pgd,lift seed=0.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -67,9 +71,8 @@ def report(*args: str) -> list[str]:
 
 def run(command: list[str], dry: bool) -> tuple[float, int]:
     shown = " ".join(shlex.quote(c) for c in command[3:])
-    print(
-        f"$ {'icnn-bench' if 'main()' in command[2] else 'icnn-bench-report'} {shown}", flush=True
-    )
+    program = "icnn-bench-report" if "report_main" in command[2] else "icnn-bench"
+    print(f"$ {program} {shown}", flush=True)
     if dry:
         return 0.0, 0
     started = time.perf_counter()
@@ -78,20 +81,74 @@ def run(command: list[str], dry: bool) -> tuple[float, int]:
     return time.perf_counter() - started, code
 
 
-def main(argv: list[str] | None = None) -> int:
+MADE_BY = ".made_by.json"  # in a report folder this script wrote: the sweep it came from
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="sweep folders")
-    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    parser.add_argument(
+        "--results", type=Path, default=None,
+        help="report folders (default: results/, or <runs>/reports with --extra)",
+    )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel jobs")
     parser.add_argument("--regime", choices=("exact", "authors", "all"), default="all")
     parser.add_argument("--only", default=None, help="comma-separated table names")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every sweep")
+    parser.add_argument("--force", action="store_true", help="replace finished reports")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
+    known = [t.name for t in TABLES] + ["regime_comparison"]
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give at least 1")
+    for name in (args.only or "").split(","):
+        if name and name not in known:
+            parser.error(f"--only {name!r}: no such table; choose from {', '.join(known)}")
+    if args.results is None:
+        args.results = args.runs / "reports" if args.extra else ROOT / "results"
+    from icnn_bench.cli import composition_problem, unknown_choice
+
+    for table in TABLES[:1]:  # a broken --extra stops the command before any sweep
+        overrides = [*table.overrides, *args.extra]
+        problem = unknown_choice(overrides) or composition_problem(overrides)
+        if problem and args.extra:
+            parser.error(f"--extra: {problem}")
+    return args
+
+
+def refused_reports(args: argparse.Namespace, names: list[str]) -> list[str]:
+    """Report folders holding a finished report that this script did not make from the
+    same sweep folder (the committed results, another machine's): kept unless --force."""
+    refused = []
+    for name in names:
+        out = args.results / name
+        if args.force or not (out / "table.md").exists():
+            continue
+        try:
+            made = json.loads((out / MADE_BY).read_text()).get("sweep")
+        except (OSError, ValueError, AttributeError):
+            made = None
+        if made != str((args.runs / name).resolve()):
+            refused.append(str(out))
+    return refused
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     only = set(args.only.split(",")) if args.only else None
     tables = [
         t for t in TABLES if (args.regime in ("all", t.regime)) and (only is None or t.name in only)
     ]
+    refused = refused_reports(args, [t.name for t in tables])
+    if refused:
+        print(
+            f"reproduce.py: {refused[0]} holds a finished report this command did not make"
+            f"{f' (and {len(refused) - 1} more)' if len(refused) > 1 else ''}; pass --force "
+            "to replace it, or --results DIR for new report folders",
+            file=sys.stderr,
+        )
+        if not args.dry_run:
+            return 2
     launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
     quiet = ["logger.progress=false"]
     timings = []
@@ -103,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             ),
             args.dry_run,
         )
-        _, reported = run(report(str(sweep), "--out", str(args.results / table.name)), args.dry_run)
+        out = args.results / table.name
+        _, reported = run(report(str(sweep), "--out", str(out)), args.dry_run)
+        if not args.dry_run and out.is_dir():
+            (out / MADE_BY).write_text(json.dumps({"sweep": str(sweep.resolve())}) + "\n")
         timings.append((table.name, table.regime, seconds, code or reported))
     if args.regime in ("all", "authors") and (only is None or "regime_comparison" in only):
         switched = []

@@ -32,6 +32,7 @@ def test_the_reproduce_command_runs_a_preset_and_writes_its_report(tmp_path):
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert again.returncode == 0 and "[finished earlier; kept]" in again.stdout
+    assert "$ icnn-bench-report " in again.stdout  # the report step, named as it is
 
 
 def test_the_dry_run_lists_every_table():

@@ -49,6 +49,12 @@ class ConstraintMethod(nn.Module, SideState, ABC):
         self.spec = spec
         self._pinned: dict[str, Tensor] | None = None
 
+    @classmethod
+    def training_bytes_per_entry(cls, options: dict) -> float:
+        """An upper bound of the bytes training holds per ICNN entry (the memory check):
+        a float32 parameter, its gradient, two Adam moments, an emission, a checkpoint copy."""
+        return 4.0 * 6
+
     def forward(self, batch: Tensor | None = None) -> dict[str, Tensor]:
         if self._pinned is not None:
             return self._pinned

@@ -40,6 +40,16 @@ FROZEN_BATCH = 256  # condition=frozen: the rows its fixed summary pools (the au
 class LiftWeights(ConstraintMethod):
     batches_well_on_cpu = False  # the readout is memory-bound: S seeds' worth spill the cache
 
+    @classmethod
+    def training_bytes_per_entry(cls, options: dict) -> float:
+        """The readout holds a row of summary-size floats per ICNN entry; training keeps up
+        to 8 copies of it at once (parameter, gradient, its outer-product temporaries, two
+        Adam moments, a checkpoint's clone and its serialisation): measured 5.4 without
+        checkpoints."""
+        body = options.get("body") or (64, 64, 96)
+        width = body[-1] if isinstance(body, list | tuple) and checks.is_int(body[-1]) else 96
+        return 4.0 * 8 * width + 4.0 * 6
+
     def __init__(
         self,
         spec: ICNNSpec,

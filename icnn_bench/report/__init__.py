@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from icnn_bench import io
+from icnn_bench.errors import DataError
 from icnn_bench.report.collect import (
     collect_runs,
     read_curves,
@@ -16,7 +17,14 @@ from icnn_bench.report.collect import (
     swept_of,
     typed_swept,
 )
-from icnn_bench.report.data import CURVES, RUN, CompactFiles, RunFiles, write_compact
+from icnn_bench.report.data import (
+    CURVES,
+    RUN,
+    CompactFiles,
+    RunFiles,
+    read_report_table,
+    write_compact,
+)
 from icnn_bench.report.figures import (
     cd_figure,
     curve_figure,
@@ -37,6 +45,7 @@ from icnn_bench.report.tables import (
     under_test_labels,
     wins_lines,
 )
+from icnn_bench.run_folder import REPORT_LOCK, owned
 
 
 @dataclass
@@ -81,8 +90,9 @@ def make_report(
     runs = label_variants(runs)
     runs, dropped = drop_duplicates(runs)
     curves = read_curves(runs)
-    report = write_report(runs, curves, RunFiles(), out_dir, sweep_dir, dropped, under_test)
-    report.files += write_compact(out_dir, sweep_dir, runs, curves)
+    with owned(out_dir, "report folder", REPORT_LOCK):
+        report = write_report(runs, curves, RunFiles(), out_dir, sweep_dir, dropped, under_test)
+        report.files += write_compact(out_dir, sweep_dir, runs, curves)
     return report
 
 
@@ -95,7 +105,9 @@ def redraw(folder: Path, out_dir: Path | None = None, under_test: str | None = N
     runs_path = folder / "runs.csv"
     if not runs_path.exists():
         raise FileNotFoundError(f"{folder} holds no runs.csv: not a report folder")
-    runs = pd.read_csv(runs_path)
+    runs = read_report_table(runs_path, ["target", "method", "seed", "status"])
+    if runs.empty:
+        raise DataError(f"{runs_path} holds no runs")
     if RUN not in runs:  # an older report: its runs named by their (absolute) folders
         runs[RUN] = [Path(str(d)).name for d in runs.get("run_dir", runs.index.astype(str))]
     unnamed = int(runs[RUN].isna().sum())
@@ -109,7 +121,7 @@ def redraw(folder: Path, out_dir: Path | None = None, under_test: str | None = N
     # an older report's joined "k=v,k=v" strings: its typed columns say the same
     runs = typed_swept(runs.drop(columns=["variant"], errors="ignore"))
     if (folder / CURVES).exists():
-        curves = pd.read_csv(folder / CURVES)
+        curves = read_report_table(folder / CURVES, [RUN, "step"])
         curves["run_dir"] = [str(folder / name) for name in curves[RUN]]
         keys = runs.set_index("run_dir")[["target", "method", "seed"]]
         curves = curves.drop(columns=[c for c in ("target", "method", "seed") if c in curves])
@@ -119,7 +131,8 @@ def redraw(folder: Path, out_dir: Path | None = None, under_test: str | None = N
         curves = pd.DataFrame()
     out_dir = Path(out_dir) if out_dir is not None else folder
     store = CompactFiles(folder)
-    return write_report(runs, curves, store, out_dir, folder, runs.iloc[0:0], under_test)
+    with owned(out_dir, "report folder", REPORT_LOCK):
+        return write_report(runs, curves, store, out_dir, folder, runs.iloc[0:0], under_test)
 
 
 def write_report(
@@ -140,7 +153,10 @@ def write_report(
     paired = paired_comparisons(runs, under_test)
     shown = shown_pairs(paired, runs, under_test)
     board = leaderboard(runs, paired)
+    regimes = sorted(set(runs.get("regime", pd.Series(dtype=object)).dropna()) - {"exact"})
     title = f"icnn-bench comparison: {name}"
+    if regimes:  # a regime other than ours says so wherever the table goes
+        title += f" (training regime: {', '.join(regimes)})"
     sections = [leaderboard_markdown(board)] if board is not None else []
     markdown = comparison_markdown(
         summary, title, shown, notes=_notes(runs, dropped), sections=sections
@@ -158,6 +174,9 @@ def write_report(
         files += [out_dir / "ranks.csv", out_dir / "wins.csv"]
         io.write_csv(files[-2], board.ranks.reset_index())
         io.write_csv(files[-1], board.wins)
+    else:
+        for stale in ("ranks.csv", "wins.csv"):
+            (out_dir / stale).unlink(missing_ok=True)
     made = [
         *loss_figure(with_entropy_gap(curves, runs), out_dir / "loss_curves.png"),
         curve_figure(
@@ -165,13 +184,19 @@ def write_report(
             "dead_frac",
             "dead fraction",
             out_dir / "dead_fraction.png",
-            caption="two definitions: pgd, the share of constrained entries exactly at 0 after "
-            "projection (no gradient on that side); softplus and lift-type methods, the share "
-            "on the shoulder (sigmoid(u) < 0.05, a vanishing gradient)",
+            caption="each method's own definition: pgd and relu, the share of constrained "
+            "entries at or below 0 (no gradient on that side); softplus-type methods and the "
+            "lift, the share on the shoulder (sigmoid(u) < 0.05, a vanishing gradient); negexp, "
+            "exp(V) < 0.05; exp, none (dW/dV = W > 0); penalty, the share negative (zeroed by "
+            "the projection the evaluated model gets)",
         ),
         density_figure(runs, out_dir / "densities.png", store),
         heatmap_figure(runs, out_dir / "densities_2d.png", store),
-        dimension_figure(runs, out_dir / "by_dimension.png"),
+        dimension_figure(
+            runs.assign(run=written[RUN].to_numpy()),
+            out_dir / "by_dimension.png",
+            _optional_table(out_dir / "recheck_log_z.csv"),
+        ),
         dwell_figure(runs, out_dir / "shoulder_dwell.png", store),
         cd_figure(board, out_dir / "cd_diagram.png"),
         curve_figure(
@@ -186,6 +211,11 @@ def write_report(
         ),
     ]
     files += [p for p in made if p is not None]
+    if isinstance(store, RunFiles) and not isinstance(store, CompactFiles):
+        # from run folders, a figure this report cannot draw is gone, not left stale; a
+        # redraw keeps what an older folder's data cannot draw again (said on the console)
+        for stale in set(FIGURES) - {p.name for p in made if p is not None}:
+            (out_dir / stale).unlink(missing_ok=True)
     return Report(
         out_dir=out_dir,
         n_runs=len(runs),
@@ -207,6 +237,25 @@ def write_report(
         if "error" in runs
         else [],
     )
+
+
+FIGURES = (  # every figure a report may draw (one it cannot draw this time is removed)
+    "loss_curves.png",
+    "loss_curves_nll_entropy.png",
+    "loss_curves_nll.png",
+    "dead_fraction.png",
+    "densities.png",
+    "densities_2d.png",
+    "by_dimension.png",
+    "shoulder_dwell.png",
+    "cd_diagram.png",
+    "sigma_jac2.png",
+)
+
+
+def _optional_table(path: Path) -> pd.DataFrame | None:
+    """A table a script added to the report folder (recheck_log_z.csv), if it is there."""
+    return read_report_table(path, []) if path.exists() else None
 
 
 def _relative(root: Path, run_dir: str) -> str:
@@ -255,6 +304,15 @@ def _notes(runs: pd.DataFrame, dropped: pd.DataFrame) -> list[str]:
             f"{len(unreadable)} run folder(s) with an unreadable result.json, not counted "
             f"in any cell: {names}"
         )
+    if "sampler_note" in runs:
+        noted = runs[runs["sampler_note"].notna() & (runs["status"] == "ok")]
+        if len(noted):
+            notes.append(
+                f"{len(noted)} of {int((runs['status'] == 'ok').sum())} runs say their "
+                "learned sampler fell short of its KL threshold or behind the EBM in some "
+                "steps, so those steps' training losses are not trustworthy (sampler_note in "
+                "runs.csv; evaluation is exact and unaffected)"
+            )
     if len(dropped):
         names = ", ".join(Path(d).name for d in dropped["run_dir"])
         notes.append(

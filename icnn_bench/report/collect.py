@@ -81,6 +81,7 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
             row = read_result(path) or {**named, "status": "unreadable"}
         else:  # started, not finished: name it from its config
             row = {**named, "status": "running"}
+        row.setdefault("regime", _str_or_none(config.get("regime.name")))  # older results
         row["run_dir"] = str(run_dir)
         rows.append(row)
     frame = pd.DataFrame(rows)

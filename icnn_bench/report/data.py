@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from icnn_bench.errors import DataError
+
 CURVES = "curves.csv.gz"  # every metrics.csv row of every run, with its run's name
 DENSITIES = "densities.csv.gz"  # every run's density.csv (d <= 2)
 DWELLS = "dwell.csv.gz"  # every run's dwell.csv
@@ -25,7 +27,8 @@ class RunFiles:
 
 
 class CompactFiles(RunFiles):
-    """The same tables from a report folder's compact copies (keyed by run name)."""
+    """The same tables from a report folder's compact copies (keyed by run name); a copy
+    that is there but cannot be read raises DataError naming it."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -84,7 +87,23 @@ def _read(path: Path) -> pd.DataFrame | None:
 
 
 def _grouped(path: Path) -> dict[str, pd.DataFrame]:
-    table = _read(path)
-    if table is None or RUN not in table:
+    if not path.exists():
         return {}
+    table = read_report_table(path, [RUN])
     return {name: group.drop(columns=RUN) for name, group in table.groupby(RUN, sort=False)}
+
+
+def read_report_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    """A report folder's table (csv or csv.gz) with the columns it must have; DataError
+    naming the file if it is damaged (truncated, empty, not a table, columns missing)."""
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as error:
+        # pandas' EmptyDataError and ParserError are ValueErrors; gzip's damage is OSError
+        raise DataError(f"{path} cannot be read ({type(error).__name__}: {error})") from None
+    missing = [c for c in columns if c not in table]
+    if missing:
+        raise DataError(f"{path} is not a report table: no column {', '.join(missing)}")
+    return table

@@ -81,6 +81,8 @@ class ConsoleSink(Sink):
         progress = sweep_progress(self.runs_per_job)
         line = summary_line(result, self.swept)
         print(f"{line}  [{progress}]" if progress else line, flush=True)
+        if result.get("sampler_note"):  # the training log Z was off: say it where it is seen
+            print(f"  warning: {result['sampler_note']}", flush=True)
 
     def already_finished(self, result: dict[str, Any]) -> None:
         print(f"{summary_line(result, self.swept)}  [finished earlier; kept]", flush=True)

@@ -66,6 +66,9 @@ def _import_wandb() -> Any:
     return wandb
 
 
+DEFAULT_PROJECT = "icnn-bench"  # where neither logger.project nor $WANDB_PROJECT says
+
+
 class WandbSink(Sink):
     """Mirrors one run to W&B. `config` is the resolved run config (W&B's run config);
     `run_dir` the run folder: the run's name and, unless `dir` is given, where W&B writes."""
@@ -75,7 +78,7 @@ class WandbSink(Sink):
         config: dict[str, Any],
         run_dir: Path,
         *,
-        project: str = "icnn-bench",
+        project: str | None = None,
         entity: str | None = None,
         group: str | None = None,
         tags: Iterable[str] | None = None,
@@ -90,12 +93,12 @@ class WandbSink(Sink):
         self.mode = resolve_mode(mode)  # a bad mode fails before anything is trained
         self.config = config
         self.run_dir = Path(run_dir)
-        self.project = project
-        self.entity = entity
+        self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+        self.entity = entity  # None: W&B's own (WANDB_ENTITY, or the account's default)
         self.group = group
         self.tags = [str(tag) for tag in (tags or [])]
         self.job_type = job_type
-        self.dir = Path(dir) if dir is not None else self.run_dir
+        self.dir = Path(dir or os.environ.get("WANDB_DIR") or self.run_dir)
         self.init_timeout = float(init_timeout)
         self.swept = dict(swept or {})  # the settings this sweep varies: flat config keys
         self.log_weights = log_weights
@@ -290,7 +293,7 @@ def log_sweep_report(
     report: Any,
     sweep_dir: Path,
     *,
-    project: str = "icnn-bench",
+    project: str | None = None,
     entity: str | None = None,
     group: str | None = None,
     mode: str | None = None,
@@ -307,12 +310,12 @@ def log_sweep_report(
     sweep_dir = Path(sweep_dir)
     try:
         run = wandb.init(
-            project=project,
+            project=project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
             entity=entity,
             group=group,
             job_type="report",
             name=f"report {sweep_dir.name}",
-            dir=str(sweep_dir),
+            dir=os.environ.get("WANDB_DIR") or str(sweep_dir),
             mode=mode,
             reinit="create_new",
             settings=wandb.Settings(init_timeout=init_timeout, silent=True),
