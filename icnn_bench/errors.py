@@ -7,3 +7,8 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """Input data that is missing or malformed."""
+
+
+class Diverged(ArithmeticError):
+    """Training cannot go on (non-finite importance weights, a potential that is not convex):
+    the run stops as `diverged`, with this message as its cause."""

@@ -25,8 +25,8 @@ from icnn_bench.build import TrainerSettings
 from icnn_bench.checkpoint import Checkpoints, global_rng_state, set_global_rng_state
 from icnn_bench.devices import host_generator, to_device
 from icnn_bench.diagnostics import ShoulderDwell, grad_norm, probe_cross_covariance
+from icnn_bench.errors import Diverged
 from icnn_bench.evaluation import EvaluationPool, validation_metrics
-from icnn_bench.log_z.base import NonFiniteWeights
 from icnn_bench.models.base import DensityModel
 from icnn_bench.sinks.base import Sink
 from icnn_bench.targets import Split, Target
@@ -129,7 +129,7 @@ class SeedRun:
     def stop(self, step: int, cause: str) -> None:
         """Diverged at `step`: keep the curve up to the last finite step."""
         if step - 1 > self.state.last_logged:
-            with contextlib.suppress(NonFiniteWeights):
+            with contextlib.suppress(Diverged):
                 self.log_eval(step - 1)
         self.state.stopped = LoopOutcome(
             status="diverged",
@@ -419,7 +419,7 @@ def train_loop(
                         run.log_eval(step)
             if checkpoints is not None and checkpoints.due(step, settings.steps):
                 checkpoints.save(snapshot(step))
-    except NonFiniteWeights as error:  # importance sampling: one seed per cell
+    except Diverged as error:  # importance sampling, a potential gone non-convex
         for run in runs:
             if run.live:
                 run.stop(max(step, 1), str(error))

@@ -155,3 +155,26 @@ def test_an_interrupted_run_of_each_field_method_resumes_bit_identically(
     same_files(tmp_path / "whole", tmp_path / "cut")
     saved = json.loads((tmp_path / "cut" / "result.json").read_text())
     assert saved["method"] == name
+
+
+def test_a_potential_that_is_not_convex_stops_the_run_as_diverged(
+    tiny_config, tmp_path, monkeypatch
+):
+    from icnn_bench.errors import Diverged
+    from icnn_bench.models import potential
+
+    with pytest.raises(Diverged, match="not positive definite at 1 of 2 points"):
+        potential.cholesky_log_det(torch.stack([torch.eye(2), -torch.eye(2)]))
+    calls = {"n": 0}
+    original = potential.cholesky_log_det
+
+    def fails_at_the_fifth(hess):
+        calls["n"] += 1
+        return original(-hess if calls["n"] == 5 else hess)
+
+    monkeypatch.setattr(potential, "cholesky_log_det", fails_at_the_fifth)
+    from test_resume import FLOW_2D
+
+    config = {**FLOW_2D, "model": {**FLOW_2D["model"], "log_det": "exact"}}
+    result = run(config, tmp_path)
+    assert result["status"] == "diverged" and "not positive definite" in result["error"]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).parents[1] / "scripts" / "reproduce.py"
 
 
@@ -58,3 +60,22 @@ def test_the_gpu_check_runs_on_a_cpu_in_ci_size(tmp_path):
     for section in ("quick preset on the device and on the CPU", "Seeds stacked", "CP-Flow"):
         assert section in text
     assert "| lift | 5 |" in text
+
+
+def test_on_a_cluster_every_sweep_is_submitted_at_once_and_reported_when_it_ends(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    small = ["target=gaussian", "method=pgd", "seed=0", "trainer.steps=4", "trainer.eval_every=2",
+             "data.n_train=300", "data.n_val=50", "data.n_test=50", "trainer.batch_size=32",
+             "model.width=8", "trainer.probe_every=2", "trainer.probe_batches=2",
+             "trainer.probe_permutations=0"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--only", "paper_1d,paper_ablation", "--launcher",
+         "submitit_local", "--runs", str(tmp_path / "runs"), "--extra", *small],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    started = [line for line in done.stdout.splitlines() if line.endswith(" &")]
+    assert len(started) == 2  # both submitted before either was waited for
+    for name in ("paper_1d", "paper_ablation"):
+        assert (tmp_path / "runs" / "reports" / name / "table.md").exists()
+    assert "the whole reproduction" in done.stdout

@@ -12,12 +12,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from icnn_bench.errors import Diverged
 from icnn_bench.side_state import SideState
 
 EnergyFn = Callable[[Tensor], Tensor]
 
 
-class NonFiniteWeights(ArithmeticError):
+class NonFiniteWeights(Diverged):
     """An estimator produced importance weights that are not finite."""
 
 

@@ -55,15 +55,19 @@ class EnergyModel(DensityModel):
 
     def energy(self, x: Tensor) -> Tensor:
         """E(x) under the evaluation (pinned) weights."""
-        return icnn.energy(self._eval_params(), x, self.spec)
+        return self._pinned_energy(x)
 
     @torch.no_grad()
     def log_z(self) -> Tensor:
-        return self.log_z_estimator(self._energy_fn(self._eval_params()), training=False)
+        """log Z under the evaluation weights, computed once per pinned emission."""
+        memo = self._memo()
+        if "log_z" not in memo:
+            memo["log_z"] = self.log_z_estimator(self._pinned_energy, training=False)
+        return memo["log_z"]
 
     def log_z_estimate(self) -> LogZEstimate:
         """log Z under the evaluation weights with its Monte Carlo standard error."""
-        return self.log_z_estimator.estimate(self._energy_fn(self._eval_params()))
+        return self.log_z_estimator.estimate(self._pinned_energy)
 
     @torch.no_grad()
     def log_prob(self, x: Tensor) -> Tensor:
@@ -100,6 +104,34 @@ class EnergyModel(DensityModel):
         if not self.log_z_estimator.deterministic:
             return "trainer.vectorize=true needs a deterministic log Z (log_z=quadrature, d <= 2)"
         return None
+
+    MEMO_TENSORS = 4  # evaluation tensors whose energies are kept (the grid, val, test)
+
+    def _memo(self) -> dict:
+        """What is computed once per pinned emission: an evaluation asks for log Z and for the
+        energy of its grid several times (the same grid log Z is computed on); a new pin
+        (a new emission object) starts it afresh."""
+        params = self._eval_params()
+        memo = self.__dict__.setdefault("_pinned_memo", {})
+        if memo.get("params") is not params:
+            memo.clear()
+            memo["params"], memo["energies"] = params, {}
+        return memo
+
+    def _pinned_energy(self, x: Tensor) -> Tensor:
+        """E(x) under the pinned weights; without gradients, remembered for the same tensor."""
+        if torch.is_grad_enabled() and (x.requires_grad or self.method.pinned is None):
+            return icnn.energy(self._eval_params(), x, self.spec)
+        energies = self._memo()["energies"]
+        hit = energies.get(id(x))
+        if hit is not None and hit[0] is x:
+            return hit[1]
+        value = icnn.energy(self._eval_params(), x, self.spec)
+        if not value.requires_grad:
+            if len(energies) >= self.MEMO_TENSORS:
+                energies.pop(next(iter(energies)))
+            energies[id(x)] = (x, value)
+        return value
 
     def _eval_params(self) -> dict[str, Tensor]:
         if self.method.pinned is None:

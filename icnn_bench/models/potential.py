@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from icnn_bench.errors import Diverged
 from icnn_bench.models import icnn
 
 LOG_2PI = math.log(2 * math.pi)
@@ -129,7 +130,14 @@ def potential_hessian(
 
 
 def cholesky_log_det(hess: Tensor) -> Tensor:
-    chol = torch.linalg.cholesky(hess)
+    """log det of symmetric positive-definite Hessians; Diverged where one is not (the
+    potential is not convex there: weights that went negative, e.g. method=penalty)."""
+    chol, info = torch.linalg.cholesky_ex(hess)
+    if bool((info != 0).any()):
+        raise Diverged(
+            f"the potential's Hessian is not positive definite at {int((info != 0).sum())} of "
+            f"{hess.shape[0]} points: it is not convex there (constrained weights negative?)"
+        )
     return 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
 
 
