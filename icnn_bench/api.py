@@ -13,6 +13,7 @@ from torch import Tensor
 
 from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.models.base import DensityModel
+from icnn_bench.run_folder import CONFIG, METRICS, RESULT, WEIGHTS, read_result, read_table
 
 
 class TrainedModel:
@@ -92,13 +93,12 @@ def load_run(
     from icnn_bench import registry
     from icnn_bench.build import model_from_config, target_from_config
     from icnn_bench.devices import resolve_device
-    from icnn_bench.report.collect import read_result
 
     if config_dir is not None:
         registry.add_search_dir(config_dir)
     run_dir = Path(run_dir)
-    result_path, weights_path = run_dir / "result.json", run_dir / "weights.pt"
-    config_path = run_dir / "config.yaml"
+    result_path, weights_path = run_dir / RESULT, run_dir / WEIGHTS
+    config_path = run_dir / CONFIG
     for path in (config_path, result_path):
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing; is {run_dir} a finished run folder?")
@@ -173,11 +173,8 @@ def load_curves(sweep_dir: str | Path) -> pd.DataFrame:
     swept = [c for c in runs.columns if "." in c]
     frames = []
     for run in runs.to_dict("records"):
-        try:
-            curve = pd.read_csv(Path(run["run_dir"]) / "metrics.csv")
-        except (OSError, UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError):
-            continue
-        if "step" not in curve or curve.empty:
+        curve = read_table(Path(run["run_dir"]), METRICS)
+        if curve is None or "step" not in curve or curve.empty:
             continue
         long = curve.melt(id_vars=["step"], var_name="metric").dropna(subset=["value"])
         long["target"], long["method"] = run["target_name"], run["method_name"]

@@ -11,7 +11,6 @@ on from the previous checkpoint or from the start, saying which.
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +20,7 @@ import torch
 
 from icnn_bench import io
 from icnn_bench.errors import ConfigError
-
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS = "checkpoint.prev.pt"
-# settings that may change between a run and its resumption without changing its results
-_NOT_IDENTITY = (
-    "trainer.resume",
-    "trainer.checkpoint_every",
-    "logger",
-    "device",
-    "deterministic",
-    "report",
-    "regime.folder_suffix",
-)
+from icnn_bench.run_folder import PREVIOUS_CHECKPOINT, first_difference
 
 
 @dataclass
@@ -50,7 +37,7 @@ class Checkpoints:
 
     @property
     def previous(self) -> Path:
-        return self.path.with_name(PREVIOUS)
+        return self.path.with_name(PREVIOUS_CHECKPOINT)
 
     def due(self, step: int, last_step: int) -> bool:
         """Every `every` steps, and after the last (evaluation can be long)."""
@@ -130,30 +117,6 @@ def _move_aside(path: Path) -> Path:
     aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(path, aside)
     return aside
-
-
-def first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """`key: A there, B here` for the first setting that differs, else None."""
-    old, new = _flat(saved), _flat(current)
-    for key in sorted(old.keys() | new.keys()):
-        if re.sub(r"^seeds\.\d+\.", "", key).startswith(_NOT_IDENTITY):
-            continue
-        if old.get(key) != new.get(key):
-            return f"{key}: {old.get(key)!r} there, {new.get(key)!r} here"
-    return None
-
-
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for i, item in enumerate(value):  # a stacked cell: one config per seed
-                out.update(_flat(item, f"{prefix}{key}.{i}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def global_rng_state() -> dict[str, Any]:

@@ -26,14 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from icnn_bench import registry, runner
 from icnn_bench.errors import ConfigError, DataError
+from icnn_bench.run_folder import RECORD_FILES
 from icnn_bench.sinks.base import Sink
 from icnn_bench.sinks.console import SWEEP_DIR, SWEEP_JOBS, SWEEP_START, ConsoleSink
 
 CONF_DIR = registry.PACKAGE_CONF
 GROUPS = ("target", "model", "log_z", "method", "trainer", "logger", "experiment")
 HYDRA_GROUPS = {  # plugin-provided groups: what to install when a choice is missing
-    "hydra/launcher": "launchers joblib, submitit_local, submitit_slurm: "
-    "pip install 'icnn-bench[cluster]'",
+    "hydra/launcher": "launchers submitit_local, submitit_slurm: pip install 'icnn-bench[cluster]'",
     "hydra/sweeper": "the optuna sweeper: pip install 'icnn-bench[tune]'",
 }
 
@@ -370,7 +370,7 @@ def _run_task(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     except ConfigError as error:  # e.g. logger.mode=bogus: one line, before any training
         print(f"icnn-bench: {error}", file=sys.stderr)
         sys.exit(2)
-    records = hydra_records(cfg, hydra_cfg, run_dir)
+    records = hydra_records(cfg, hydra_cfg)
     if config.get("seeds") is not None:
         return _run_seeds(config, run_dir, hydra_cfg, records)
     try:
@@ -392,20 +392,20 @@ def _run_task(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     return float(value) if result["status"] == "ok" and value is not None else math.inf
 
 
-def hydra_records(cfg: DictConfig, hydra_cfg: Any, folder: Path) -> dict[Path, str]:
-    """What Hydra records of a job in .hydra/ (its config, Hydra's, the overrides), for the
-    run to write once its folder is its own (hydra.output_subdir is null: a command that is
-    refused must not overwrite the folder's records)."""
-    records = folder / ".hydra"
-    return {
-        records / "config.yaml": OmegaConf.to_yaml(cfg),
-        records / "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
-        records / "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task)),
-    }
+def hydra_records(cfg: DictConfig, hydra_cfg: Any) -> dict[str, str]:
+    """What Hydra records of a job (its config, Hydra's, the overrides), for the run to write
+    once its folder is its own (hydra.output_subdir is null: a command that is refused must
+    not overwrite the folder's records)."""
+    texts = (
+        OmegaConf.to_yaml(cfg),
+        OmegaConf.to_yaml({"hydra": hydra_cfg}),
+        OmegaConf.to_yaml(list(hydra_cfg.overrides.task)),
+    )
+    return dict(zip(RECORD_FILES, texts, strict=True))
 
 
 def _run_seeds(
-    config: dict[str, Any], job_dir: Path, hydra_cfg: Any, records: dict[Path, str]
+    config: dict[str, Any], job_dir: Path, hydra_cfg: Any, records: dict[str, str]
 ) -> float:
     """A job holding every seed of its cell (`seeds=[...]`): one run folder per seed below
     the job folder; returns the mean validation NLL of the finished seeds."""

@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from torch import Tensor
 
 from icnn_bench import io
 from icnn_bench.log_z.quadrature import midpoint_grid
 from icnn_bench.models.base import DensityModel
+from icnn_bench.run_folder import DENSITY, DWELL, SAMPLES, SAMPLES_CSV, WEIGHTS
 from icnn_bench.targets import Split, Target
-
-CONFIG = "config.yaml"
-WEIGHTS = "weights.pt"
-DWELL = "dwell.csv"  # softplus-type methods: survival of shoulder spells
-DENSITY = "density.csv"  # 1-D: x, model[, target]; 2-D: x, y, model[, target, data] on a grid
-SAMPLES = "samples.png"  # decoded samples next to real data (targets that can decode)
-SAMPLES_CSV = "samples.csv"  # flows in 1-D/2-D: draws by inverting the flow
-ERROR_LOG = "error.txt"
-
-
-def write_config(run_dir: Path, config: dict[str, Any]) -> None:
-    io.write_text(Path(run_dir) / CONFIG, yaml.safe_dump(config, sort_keys=False))
 
 
 def write_dwell(run_dir: Path, rows: list[dict[str, float]]) -> None:

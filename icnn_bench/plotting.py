@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from icnn_bench import io
+from icnn_bench.run_folder import DENSITY, FIGURE, METRICS, read_table
 
 
 def crop_x(ax, table: pd.DataFrame) -> None:
@@ -30,12 +31,10 @@ def run_figure(run_dir: Path) -> Path | None:
     """One run's own picture (run.png): its curve (grid KL where known, else validation
     NLL) and, in 1-D and 2-D, its fitted density next to the truth or the data."""
     run_dir = Path(run_dir)
-    try:
-        curve = pd.read_csv(run_dir / "metrics.csv")
-    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+    curve = read_table(run_dir, METRICS)
+    if curve is None:
         return None
-    density = run_dir / "density.csv"
-    table = pd.read_csv(density) if density.exists() else None
+    table = read_table(run_dir, DENSITY)
     panels = 2 if table is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.2), layout="constrained")
     axes = np.atleast_1d(axes)
@@ -61,7 +60,7 @@ def run_figure(run_dir: Path) -> Path | None:
         axes[1].imshow(grid, origin="lower", extent=extent, cmap="magma")
         axes[1].set_title("fitted density", fontsize=9)
     fig.suptitle(run_dir.name, fontsize=9)
-    path = run_dir / "run.png"
+    path = run_dir / FIGURE
     io.save_figure(path, fig)
     plt.close(fig)
     return path

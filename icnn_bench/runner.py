@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import time
 import traceback
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from icnn_bench import checks, io, outputs, registry
 from icnn_bench.build import (
@@ -30,7 +28,7 @@ from icnn_bench.build import (
     model_from_config,
     target_from_config,
 )
-from icnn_bench.checkpoint import CHECKPOINT, Checkpoints, first_difference, open_checkpoints
+from icnn_bench.checkpoint import Checkpoints, open_checkpoints
 from icnn_bench.devices import (
     check_device_name,
     deterministic_kernels,
@@ -42,9 +40,16 @@ from icnn_bench.evaluation import EvaluationPool, evaluate
 from icnn_bench.loop import LoopOutcome, OneSeed, SeedRun, StackedSeeds, train_loop
 from icnn_bench.models.base import DensityModel
 from icnn_bench.models.potential import InversionError
-from icnn_bench.run_folder import owned
+from icnn_bench.run_folder import (
+    CHECKPOINT,
+    ERROR_LOG,
+    finished_result,
+    owned,
+    write_config,
+    write_records,
+)
 from icnn_bench.sinks.base import Sink
-from icnn_bench.sinks.files import RESULT, FileSink
+from icnn_bench.sinks.files import FileSink
 from icnn_bench.targets import Split, Target
 
 SinkFactory = Callable[[dict[str, Any], Path], list[Sink]]
@@ -77,9 +82,10 @@ class SeedJob:
     prepared: Prepared | None = None
     started: float = field(default_factory=time.perf_counter)
     done: bool = False
-    # files that record how the run was made (Hydra's .hydra/*.yaml), written with its
-    # config once the folder is accepted: a refused command leaves the folder's own records
-    records: dict[Path, str] = field(default_factory=dict)
+    # how the run was made ({records file name: text}, run_folder.RECORDS), written with
+    # its config once the folder is accepted: a refused command leaves the folder's own
+    records: dict[str, str] = field(default_factory=dict)
+    records_dir: Path | None = None  # where they go (a seeds job: its job folder)
     prepare_s: float = 0.0  # building its data and model
 
 
@@ -87,14 +93,15 @@ def run(
     config: dict[str, Any],
     run_dir: Path,
     sinks: list[Sink] | None = None,
-    records: dict[Path, str] | None = None,
+    records: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one (target, model, method, seed); always leaves a result.json.
 
     With trainer.resume=auto (the default) a run folder that already holds this config's
     finished result is kept as it is, and one holding its checkpoint continues from there.
     A folder holding another config's work, or held by another process, raises ConfigError
-    and is left untouched. `records`: {path: text} written once the run is accepted."""
+    and is left untouched. `records`: {file name: text} for run_folder.RECORDS, written once
+    the run is accepted."""
     job = SeedJob(config, Path(run_dir), [FileSink(run_dir), *(sinks or [])], records=records or {})
     return run_cell([job], stacked=False)[0]
 
@@ -113,7 +120,7 @@ def run_seeds(
     config: dict[str, Any],
     job_dir: Path,
     make_sinks: SinkFactory | None = None,
-    records: dict[Path, str] | None = None,
+    records: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every seed of `config["seeds"]` into `job_dir/seed<k>`, one after another or (with
     trainer.vectorize) as one stacked cell; returns their results."""
@@ -128,7 +135,7 @@ def run_seeds(
     for seed in seeds:
         one, run_dir = seed_config(config, seed), Path(job_dir) / f"seed{seed}"
         sinks = [FileSink(run_dir), *make_sinks(one, run_dir)]
-        jobs.append(SeedJob(one, run_dir, sinks, records=records or {}))
+        jobs.append(SeedJob(one, run_dir, sinks, records=records or {}, records_dir=job_dir))
     choice = (config.get("trainer") or {}).get("vectorize", "auto")
     return run_cell(jobs, stacked=use_vectorized(config), explicit=choice is True, job_dir=job_dir)
 
@@ -276,10 +283,10 @@ def _train(jobs: list[SeedJob], checkpoint_path: Path, stacked: bool) -> None:
         try:
             job.result.update(conclude(job.prepared, outcome, train_s, job.run_dir, resumed))
         except Exception as error:
-            io.write_text(job.run_dir / outputs.ERROR_LOG, traceback.format_exc())
+            io.write_text(job.run_dir / ERROR_LOG, traceback.format_exc())
             job.result.update(
                 status="failed",
-                error=f"{type(error).__name__}: {error} (traceback in {outputs.ERROR_LOG})",
+                error=f"{type(error).__name__}: {error} (traceback in {ERROR_LOG})",
             )
         finish(job.result, job.sinks, job.started)
         job.done = True
@@ -297,9 +304,8 @@ def _say_kept(checkpoints: Checkpoints) -> None:
 
 def _write_config(job: SeedJob) -> None:
     """The run's config and records: the folder is this run's from now on."""
-    outputs.write_config(job.run_dir, job.config)
-    for path, text in job.records.items():
-        io.write_text(path, text)
+    write_config(job.run_dir, job.config)
+    write_records(job.records_dir or job.run_dir, job.records)
 
 
 def _fail(job: SeedJob, message: str) -> None:
@@ -310,8 +316,8 @@ def _fail(job: SeedJob, message: str) -> None:
 
 
 def _crash(job: SeedJob, error: Exception) -> None:
-    io.write_text(job.run_dir / outputs.ERROR_LOG, traceback.format_exc())
-    _fail(job, f"{type(error).__name__}: {error} (traceback in {outputs.ERROR_LOG})")
+    io.write_text(job.run_dir / ERROR_LOG, traceback.format_exc())
+    _fail(job, f"{type(error).__name__}: {error} (traceback in {ERROR_LOG})")
 
 
 # ---------------------------------------------------------------- pieces
@@ -336,25 +342,6 @@ def finish(result: dict[str, Any], sinks: list[Sink], started: float) -> None:
         result.setdefault(key, None)  # the contract's keys are always present
     for sink in sinks:
         sink.finish(result)
-
-
-def finished_result(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The folder's result when it is this config's finished (ok) run, else None; another
-    config's finished run is refused rather than overwritten."""
-    try:
-        result = json.loads((run_dir / RESULT).read_text())
-        saved = yaml.safe_load((run_dir / outputs.CONFIG).read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    if not isinstance(result, dict) or result.get("status") != "ok":
-        return None
-    difference = first_difference(saved if isinstance(saved, dict) else {}, config)
-    if difference is not None:
-        raise ConfigError(
-            f"{run_dir} holds a finished run of another config ({difference}); use a new run "
-            "folder, or trainer.resume=never to overwrite it"
-        )
-    return result
 
 
 MAX_SEED = 2**31 - 1  # derived seeds (streams, probes, batches) stay within torch's range

@@ -40,6 +40,7 @@ from icnn_bench.build import model_from_config
 from icnn_bench.models import cpflow as flow_module
 from icnn_bench.models.cpflow import ConvexPotentialFlow, PotentialBlock
 from icnn_bench.models.potential import gradient_and_hessian, potential, standard_normal_log_prob
+from icnn_bench.run_folder import read_config
 from icnn_bench.targets import Target, build_target
 
 TARGET_RATIO = 2.0  # the issue's target: exact step within 2x of the CG estimator's step
@@ -295,11 +296,10 @@ def warm_up_model(args: argparse.Namespace, target: Target, data: Tensor) -> Con
 def trained_model(args: argparse.Namespace) -> ConvexPotentialFlow:
     """The flow of a finished softplus cpflow run (e.g. from experiment=paper_tabular_cpflow):
     a state reached by real training; width and depth follow that run."""
-    import yaml
 
     from icnn_bench import load_run
 
-    config = yaml.safe_load((args.from_run / "config.yaml").read_text())
+    config = read_config(args.from_run)
     if config["model"]["name"] != "cpflow" or config["method"]["name"] != "softplus":
         raise SystemExit(f"--from-run needs a softplus cpflow run; {args.from_run} is not one")
     args.width, args.depth = config["model"]["width"], config["model"]["depth"]

@@ -16,6 +16,7 @@ import pandas as pd
 
 from icnn_bench import io, load_run
 from icnn_bench.log_z.importance import ImportanceLogZ
+from icnn_bench.run_folder import RESULT
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     rows = []
-    for path in sorted(args.sweep_dir.rglob("result.json")):
+    for path in sorted(args.sweep_dir.rglob(RESULT)):
         result = json.loads(path.read_text())
         if result.get("status") != "ok" or result.get("log_z_estimator") != "importance":
             continue

@@ -16,9 +16,9 @@ from test_cli import icnn_bench
 
 from icnn_bench import devices
 from icnn_bench.api import load_run
-from icnn_bench.checkpoint import CHECKPOINT
 from icnn_bench.errors import ConfigError
 from icnn_bench.loop import SeedRun
+from icnn_bench.run_folder import CHECKPOINT
 from icnn_bench.runner import run, run_seeds
 from icnn_bench.sinks.base import Sink
 from icnn_bench.targets import Split

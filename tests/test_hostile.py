@@ -22,8 +22,8 @@ from test_cli import FAST, icnn_bench
 from test_resume import comparable
 
 from icnn_bench import cli, io
-from icnn_bench.checkpoint import CHECKPOINT
 from icnn_bench.report import make_report
+from icnn_bench.run_folder import CHECKPOINT
 from icnn_bench.runner import run
 
 # ------------------------------------------------------------------ damaged checkpoints

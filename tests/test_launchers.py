@@ -64,7 +64,8 @@ def test_slurm_preset_composes_to_the_submitit_slurm_launcher():
 
 def test_unknown_launcher_or_sweeper_is_one_line(tmp_path):
     message = unknown_choice(["hydra/launcher=slurmm"])
-    assert message.startswith("unknown hydra/launcher 'slurmm'; choose one of: basic, joblib")
+    choices = "choose one of: basic, cores, joblib"
+    assert message.startswith(f"unknown hydra/launcher 'slurmm'; {choices}")
     assert "submitit_slurm" in message and "pip install" in message
     done = icnn_bench("hydra/sweeper=nevergrad", cwd=tmp_path)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

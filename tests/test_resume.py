@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from icnn_bench.checkpoint import CHECKPOINT
 from icnn_bench.errors import ConfigError
+from icnn_bench.run_folder import CHECKPOINT
 from icnn_bench.runner import run
 from icnn_bench.sinks.base import Sink
 

@@ -45,7 +45,7 @@ from icnn_bench.report.tables import (
     under_test_labels,
     wins_lines,
 )
-from icnn_bench.run_folder import REPORT_LOCK, owned
+from icnn_bench.run_folder import REPORT_LOCK, modified, owned
 
 
 @dataclass
@@ -276,7 +276,7 @@ def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return runs, runs.iloc[0:0]
     frame = runs.copy()
     frame["_ok"] = frame["status"] == "ok"
-    frame["_time"] = [_mtime(Path(d)) for d in frame["run_dir"]]
+    frame["_time"] = [modified(Path(d)) for d in frame["run_dir"]]
     keys = ["target", "method", "seed"]  # the labels hold the swept settings
     frame = frame.sort_values(["_ok", "_time"], ascending=False, kind="stable")
     duplicated = frame.duplicated(subset=keys, keep="first") & frame["seed"].notna()
@@ -284,15 +284,6 @@ def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     dropped = frame[duplicated].drop(columns=["_ok", "_time"])
     kept = kept.sort_values(keys, na_position="last").reset_index(drop=True)
     return kept, dropped
-
-
-def _mtime(run_dir: Path) -> float:
-    for name in ("result.json", "config.yaml"):
-        try:
-            return (run_dir / name).stat().st_mtime
-        except OSError:
-            continue
-    return 0.0
 
 
 def _notes(runs: pd.DataFrame, dropped: pd.DataFrame) -> list[str]:

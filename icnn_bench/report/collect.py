@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,12 +9,17 @@ from typing import Any
 import pandas as pd
 import yaml
 
-RESULT = "result.json"
-CONFIG = "config.yaml"
-
-
-STATUSES = ("ok", "diverged", "failed", "interrupted")
-NAMES = ("target", "model", "method")  # strings in a readable result.json
+from icnn_bench.run_folder import (
+    CONFIG,
+    METRICS,
+    RESULT,
+    flat_config,
+    is_run_config,
+    overridden_keys,
+    read_config,
+    read_result,
+    read_table,
+)
 
 
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
@@ -24,7 +28,7 @@ def find_run_dirs(sweep_dir: Path) -> list[Path]:
     .hydra, caches) and W&B's own folders are not runs."""
     sweep_dir = Path(sweep_dir)
     found = {p.parent for p in sweep_dir.rglob(RESULT)}
-    found |= {p.parent for p in sweep_dir.rglob(CONFIG) if _is_run_config(p)}
+    found |= {p.parent for p in sweep_dir.rglob(CONFIG) if is_run_config(read_config(p.parent))}
     return sorted(
         d
         for d in found
@@ -34,43 +38,13 @@ def find_run_dirs(sweep_dir: Path) -> list[Path]:
     )
 
 
-def _is_run_config(path: Path) -> bool:
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return isinstance(config, dict) and all(
-        isinstance(config.get(k), dict) for k in ("target", "method")
-    )
-
-
-def read_result(path: Path) -> dict | None:
-    """A result.json as a dict with the contract's fields typed, or None if it is not one
-    (truncated, empty, random bytes, a list, null, wrongly typed fields)."""
-    try:
-        row = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(row, dict) or row.get("status") not in STATUSES:
-        return None
-    if any(row.get(k) is not None and not isinstance(row.get(k), str) for k in NAMES):
-        return None
-    seed = row.get("seed")
-    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)):
-        return None
-    for key, value in row.items():  # a metric must be a number (or null) to be averaged
-        if key not in NAMES and isinstance(value, bool | list | dict):
-            row[key] = None
-    return row
-
-
 def collect_runs(sweep_dir: Path) -> pd.DataFrame:
     """One row per run folder. Folders with no result.json yet have status 'running'; one
     whose result.json cannot be read is 'unreadable' (named from its folder and config)."""
     rows = []
     for run_dir in find_run_dirs(sweep_dir):
         path = run_dir / RESULT
-        config = _flat_config(run_dir)
+        config = flat_config(run_dir)
         named = {
             "target": _str_or_none(config.get("target.name")),
             "model": _str_or_none(config.get("model.name")),
@@ -122,9 +96,9 @@ def swept_settings(run_dirs: list[str], frame: pd.DataFrame) -> list[dict[str, A
     When every run has Hydra's record of its command-line overrides, only overridden settings
     count, so that runs of one preset made by different versions of a config (a new key with
     a default, say) still pool; without that record every differing setting counts."""
-    configs = [_flat_config(Path(d)) for d in run_dirs]
+    configs = [flat_config(Path(d)) for d in run_dirs]
     keys = sorted({k for c in configs for k in c if k not in _NOT_A_VARIANT})
-    overridden = [_overridden_keys(Path(d)) for d in run_dirs]
+    overridden = [overridden_keys(Path(d)) for d in run_dirs]
     if all(o is not None for o in overridden):
         swept = set().union(*overridden)
         keys = [k for k in keys if k in swept]
@@ -138,55 +112,12 @@ def swept_settings(run_dirs: list[str], frame: pd.DataFrame) -> list[dict[str, A
     return [{k: c.get(k) for k in varying} for c in configs]
 
 
-def _overridden_keys(run_dir: Path) -> set[str] | None:
-    """Keys set on the command line for this run (Hydra's .hydra/overrides.yaml), or None."""
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.exists():
-        return None
-    try:
-        overrides = yaml.safe_load(path.read_text()) or []
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    if not isinstance(overrides, list):
-        return None
-    return {str(o).split("=", 1)[0].lstrip("+~") for o in overrides if "=" in str(o)}
-
-
-def _flat_config(run_dir: Path) -> dict[str, Any]:
-    """A run's config.yaml as {dotted key: value}, typed as YAML reads them (a list stays
-    one value)."""
-    path = run_dir / CONFIG
-    try:
-        config = yaml.safe_load(path.read_text()) if path.exists() else {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        config = {}
-    if not isinstance(config, dict):
-        config = {}
-    flat: dict[str, Any] = {}
-
-    def walk(node, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk(config, "")
-    return flat
-
-
-def read_curves(runs: pd.DataFrame, filename: str = "metrics.csv") -> pd.DataFrame:
+def read_curves(runs: pd.DataFrame, filename: str = METRICS) -> pd.DataFrame:
     """Concatenate each run's per-evaluation metrics, tagged with target/method/seed."""
     frames = []
     for run in runs.itertuples():
-        path = Path(run.run_dir) / filename
-        if not path.exists():
-            continue
-        try:
-            curve = pd.read_csv(path)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError):
-            continue
-        if "step" not in curve or curve.empty:
+        curve = read_table(Path(run.run_dir), filename)
+        if curve is None or "step" not in curve or curve.empty:
             continue
         curve["step"] = pd.to_numeric(curve["step"], errors="coerce")
         curve = curve.dropna(subset=["step"])

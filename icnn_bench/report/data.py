@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from icnn_bench.errors import DataError
+from icnn_bench.run_folder import DENSITY, DWELL, read_table
 
 CURVES = "curves.csv.gz"  # every metrics.csv row of every run, with its run's name
 DENSITIES = "densities.csv.gz"  # every run's density.csv (d <= 2)
@@ -20,10 +21,10 @@ class RunFiles:
     """The per-run tables the figures draw, read from each run folder."""
 
     def density(self, run_dir: str) -> pd.DataFrame | None:
-        return _read(Path(run_dir) / "density.csv")
+        return read_table(Path(run_dir), DENSITY)
 
     def dwell(self, run_dir: str) -> pd.DataFrame | None:
-        return _read(Path(run_dir) / "dwell.csv")
+        return read_table(Path(run_dir), DWELL)
 
 
 class CompactFiles(RunFiles):
@@ -75,15 +76,6 @@ def _name(root: Path, run_dir: str) -> str:
         return str(Path(run_dir).resolve().relative_to(Path(root).resolve()))
     except ValueError:
         return str(run_dir)
-
-
-def _read(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError):
-        return None
 
 
 def _grouped(path: Path) -> dict[str, pd.DataFrame]:

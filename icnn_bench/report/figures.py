@@ -386,13 +386,12 @@ def _edges(centres: np.ndarray) -> np.ndarray:
 
 
 def _fresh_draws(runs: pd.DataFrame, target: str, n: int = 50_000) -> np.ndarray | None:
-    import yaml
-
+    from icnn_bench.run_folder import read_config
     from icnn_bench.targets import build_target
 
     for run in runs[runs["target"] == target].itertuples():
         try:
-            config = yaml.safe_load((Path(run.run_dir) / "config.yaml").read_text())
+            config = read_config(Path(run.run_dir)) or {}
             source = build_target(config["target"]["name"], config["target"].get("params"))
             return source.sample(n, seed=0).numpy()
         except Exception:  # a picture is not worth failing a report over

@@ -8,11 +8,8 @@ from typing import Any
 import pandas as pd
 
 from icnn_bench import io
+from icnn_bench.run_folder import METRICS, RESULT, TRAIN_LOSS
 from icnn_bench.sinks.base import Sink
-
-RESULT = "result.json"
-METRICS = "metrics.csv"
-TRAIN_LOSS = "train_loss.csv"
 
 
 class FileSink(Sink):

@@ -22,13 +22,10 @@ import pandas as pd
 
 from icnn_bench import io
 from icnn_bench.errors import ConfigError
+from icnn_bench.run_folder import CONFIG, DENSITY, SAMPLES, WANDB_ID, WEIGHTS
 from icnn_bench.sinks.base import Sink
 
 MODES = ("online", "offline", "disabled")
-DENSITY = "density.csv"  # written by the runner next to result.json
-SAMPLES = "samples.png"
-WEIGHTS = "weights.pt"
-RUN_ID = "wandb_id.txt"  # the W&B run id of a run folder (for resuming it)
 FILES_ONLY = "logging to files only"
 MISSING = f"wandb is not installed: pip install 'icnn-bench[wandb]'; {FILES_ONLY}"
 
@@ -150,7 +147,7 @@ class WandbSink(Sink):
             with self._guard("logging the weights", drop=False):
                 artifact = self._wandb.Artifact(f"weights-{self.run.id}", type="model")
                 artifact.add_file(str(weights))
-                artifact.add_file(str(self.run_dir / "config.yaml"))
+                artifact.add_file(str(self.run_dir / CONFIG))
                 self.run.log_artifact(artifact)
         run, self.run = self.run, None
         if run is not None:
@@ -201,7 +198,7 @@ class WandbSink(Sink):
     def _run_id(self) -> str:
         """The W&B run id of this run folder: kept in the folder, so that a resumed run
         (same folder, a checkpoint) logs into the same W&B run; a fresh start gets a new one."""
-        path = self.run_dir / RUN_ID
+        path = self.run_dir / WANDB_ID
         if self._resumed_from and path.exists():
             return path.read_text().strip()
         run_id = uuid.uuid4().hex[:12]
