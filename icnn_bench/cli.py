@@ -1,4 +1,5 @@
-"""Command-line entry points. The only module (with conf/) that knows about Hydra."""
+"""Command-line entry points and the checks a command gets before any job (Hydra lives here,
+in compose.py and in conf/)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from icnn_bench import registry, runner
+from icnn_bench.compose import compose_with_hydra
 from icnn_bench.errors import ConfigError, DataError
 from icnn_bench.run_folder import RECORD_FILES
 from icnn_bench.sinks.base import Sink
@@ -76,54 +79,64 @@ def unknown_choice(argv: list[str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Command:
+    """What the checks before any job learnt of a command line: the first problem found
+    (one line, or None) and, for a sweep, what it varies ({key: "a,b,c"}; None otherwise)."""
+
+    problem: str | None
+    axes: dict[str, str] | None = None
+
+
 def composition_problem(argv: list[str]) -> str | None:
     """One line for overrides Hydra cannot compose (a misspelt key, bad override syntax),
     found before any job starts; sweeps are checked at their first value."""
-    from hydra import compose, initialize_config_dir
+    return inspect_command(argv).problem
+
+
+def inspect_command(argv: list[str]) -> Command:
+    """Compose a command's first job once: its problems and, for a sweep, its axes."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     argv = _without_config_dir(argv)
     if any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in argv):
-        return None  # other Hydra flags (--cfg, -cn, ...): Hydra reports on its own
+        return Command(None, _axes_without_checks(argv))  # --cfg, -cn, ...: Hydra reports
     overrides = [arg for arg in argv if not arg.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as error:
-        return f"cannot parse the overrides: {_first_line(error)}"
+        return Command(f"cannot parse the overrides: {_first_line(error)}")
     first = first_job(parsed)
-    searchpath = [_quoted(f"file://{folder}") for folder in registry.search_dirs()[:-1]]
-    if searchpath and not any(o.startswith("hydra.searchpath=") for o in first):
-        first.append(f"hydra.searchpath=[{','.join(searchpath)}]")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        try:
-            cfg = compose("config", overrides=first, return_hydra_config=True)
-        except Exception as error:
-            return _misspelt_key(error, first) or _first_line(error)
-        multirun = (
-            "-m" in argv
-            or "--multirun" in argv
-            or cfg.hydra.mode == RunMode.MULTIRUN
-            or any(o.is_sweep_override() for o in parsed)
-        )
-        _COMPOSED["axes"] = _axes_of(cfg, parsed) if multirun else None
-        swept = {o.get_key_element(): o.input_line for o in parsed if o.is_sweep_override()}
-        params = cfg.hydra.sweeper.get("params") or {}
-        swept.update({str(k): f"{k}={v}" for k, v in params.items()})
-        for override in parsed:  # a plain value on the command line narrows a preset's axis
-            if not override.is_sweep_override():
-                swept.pop(override.get_key_element(), None)
-        try:
-            folder = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
-        except Exception:  # an interpolation only a job can resolve: Hydra will say
-            folder = None
-        config = OmegaConf.to_container(cfg, resolve=False)
-        local = not jobs_run_elsewhere(cfg.hydra.get("launcher"))
+    try:
+        cfg = compose_with_hydra(first)
+    except Exception as error:
+        return Command(_misspelt_key(error, first) or _first_line(error))
+    multirun = (
+        "-m" in argv
+        or "--multirun" in argv
+        or cfg.hydra.mode == RunMode.MULTIRUN
+        or any(o.is_sweep_override() for o in parsed)
+    )
+    axes = _axes_of(cfg, parsed) if multirun else None
+    swept = {o.get_key_element(): o.input_line for o in parsed if o.is_sweep_override()}
+    params = cfg.hydra.sweeper.get("params") or {}
+    swept.update({str(k): f"{k}={v}" for k, v in params.items()})
+    for override in parsed:  # a plain value on the command line narrows a preset's axis
+        if not override.is_sweep_override():
+            swept.pop(override.get_key_element(), None)
+    try:
+        folder = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
+    except Exception:  # an interpolation only a job can resolve: Hydra will say
+        folder = None
+    config = OmegaConf.to_container(cfg, resolve=False)
+    local = not jobs_run_elsewhere(cfg.hydra.get("launcher"))
     config.pop("hydra", None)
-    return (
+    problem = (
         (folder is not None and output_problem(folder))
         or launcher_problem(argv)
         or (preflight_problem(config, swept, local) if multirun else None)
     )
+    return Command(problem or None, axes)
 
 
 def first_job(parsed: list[Any]) -> list[str]:
@@ -177,11 +190,6 @@ def jobs_run_elsewhere(launcher: Any) -> bool:
     whose devices and memory the submitting machine cannot check."""
     target = str((launcher or {}).get("_target_", ""))
     return "Slurm" in target
-
-
-def _quoted(text: str) -> str:
-    """A value for a Hydra override, quoted so that spaces and any character pass."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def output_problem(folder: Path) -> str | None:
@@ -249,13 +257,11 @@ def _misspelt_key(error: Exception, overrides: list[str]) -> str | None:
     match = re.match(r"Could not override '([^']+)'", str(error))
     if match is None:
         return None
-    from hydra import compose
-
     key = match.group(1)
     parent, _, leaf = key.rpartition(".")
     rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
     try:
-        node = compose("config", overrides=rest)
+        node = compose_with_hydra(rest)
         node = OmegaConf.select(node, parent) if parent else node
     except Exception:
         node = None
@@ -507,11 +513,9 @@ def _swept(hydra_cfg: Any) -> dict[str, Any]:
     return out
 
 
-_SWEEP_FAILURES: list[str] = []  # set by ReportCallback: the sweep's closing line, if any
-
-
 class ReportCallback(Callback):
-    """After a multirun, aggregate its sweep folder and print the comparison table."""
+    """After a multirun, aggregate its sweep folder and print the comparison table; a sweep
+    with failed runs (or no report written) ends the command with its closing line, exit 1."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from icnn_bench.report import make_report
@@ -525,11 +529,8 @@ class ReportCallback(Callback):
             return
         except OSError as error:
             why = error.strerror or _first_line(error)
-            _SWEEP_FAILURES.append(f"cannot write the report to {sweep_dir}: {why}")
-            return
+            raise SystemExit(f"icnn-bench: cannot write the report to {sweep_dir}: {why}") from None
         _print_report(report)
-        if report.failures:
-            _SWEEP_FAILURES.append(report.failure_line())
         logger = config.get("logger") or {}
         if logger.get("name") == "wandb":  # the comparison itself, as one W&B run
             from icnn_bench.sinks.wandb import log_sweep_report
@@ -543,6 +544,8 @@ class ReportCallback(Callback):
                 group=group,
                 mode=logger.get("mode"),
             )
+        if report.failures:  # after the W&B run: the closing line ends the command
+            raise SystemExit(f"icnn-bench: {report.failure_line()}")
 
 
 def _print_report(report) -> None:
@@ -588,11 +591,12 @@ def main() -> None:
     except ConfigError as error:
         print(f"icnn-bench: {error}", file=sys.stderr)
         sys.exit(2)
-    problem = unknown_choice(sys.argv[1:]) or composition_problem(sys.argv[1:])
-    if problem is not None:
-        print(f"icnn-bench: {problem}", file=sys.stderr)
+    problem = unknown_choice(sys.argv[1:])
+    command = Command(problem) if problem else inspect_command(sys.argv[1:])
+    if command.problem is not None:
+        print(f"icnn-bench: {command.problem}", file=sys.stderr)
         sys.exit(2)
-    axes = sweep_axes(sys.argv[1:])
+    axes = command.axes
     if axes is not None and ("--cfg" in sys.argv[1:] or "-c" in sys.argv[1:]):
         _print_sweep_axes(axes)
     sys.argv = [sys.argv[0], *sweep_or_preview(sys.argv[1:])]
@@ -614,25 +618,15 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(130)
-    if _SWEEP_FAILURES:
-        print(f"icnn-bench: {_SWEEP_FAILURES[-1]}", file=sys.stderr)
-        sys.exit(1)
 
 
-_COMPOSED: dict[str, Any] = {}  # what composition_problem learnt: a sweep's axes
-
-
-def sweep_axes(argv: list[str]) -> dict[str, str] | None:
-    """What a sweep command varies, {key: "a,b,c"} (None: not a sweep)."""
-    if "axes" in _COMPOSED:  # composed already by the checks before the run
-        return _COMPOSED["axes"]
-    from hydra import compose, initialize_config_dir
+def _axes_without_checks(argv: list[str]) -> dict[str, str] | None:
+    """A sweep's axes for a command the checks leave to Hydra (e.g. --cfg job)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
         parsed = OverridesParser.create().parse_overrides(_overrides_of(argv))
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=first_job(parsed), return_hydra_config=True)
+        cfg = compose_with_hydra(first_job(parsed))
     except Exception:
         return None
     multirun = (

@@ -5,13 +5,12 @@ user adds (the CLI adds the folders of `--config-dir` and `hydra.searchpath`). A
 target's YAML names what it builds with `_target_` (a dotted path, `package.module.Name`); an
 added folder is also put on `sys.path` (after what is installed, so that a file there never
 hides a package), so a YAML there can name a class in a Python file next to it. Nothing here
-imports Hydra: it reads the YAML files themselves.
+imports Hydra: it lists YAML files and reads their `_target_`; icnn_bench.compose composes.
 """
 
 from __future__ import annotations
 
 import importlib
-import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -59,11 +58,9 @@ def check_folder(folder: Path) -> None:
                 kind = type(loaded).__name__ if loaded is not None else "empty"
                 raise ConfigError(f"{where} is not a mapping of settings (its top level is "
                                   f"{'a ' + kind if kind != 'empty' else 'empty'})")  # fmt: skip
-            if group in NAMED_GROUPS and "name" not in _read(path):
-                inherited = _settings(group, path) if loaded.get("defaults") else {}
-                if "name" not in inherited:
-                    raise ConfigError(f"{where} has no `name:` (an option names itself: "
-                                      f"name: {path.stem})")  # fmt: skip
+            if group in NAMED_GROUPS and "name" not in loaded and not loaded.get("defaults"):
+                raise ConfigError(f"{where} has no `name:` (an option names itself: "
+                                  f"name: {path.stem})")  # fmt: skip
 
 
 def _load(path: Path) -> Any:
@@ -96,48 +93,24 @@ def packaged(group: str, name: str) -> bool:
     return (PACKAGE_CONF / group / f"{name}.yaml").exists()
 
 
-def option(group: str, name: str) -> dict[str, Any]:
-    """An option's settings, as its YAML gives them, inheriting what its own defaults list
-    names from the same group (`defaults: [lift, _self_]`). Raises ConfigError for no such
-    option, listing the ones there are."""
+def declared_target(group: str, name: str) -> str | None:
+    """The `_target_` an option's YAML declares, its own or inherited through its defaults
+    list from the same group (`defaults: [lift, _self_]`); ConfigError for no such option."""
     for folder in search_dirs():
         path = folder / group / f"{name}.yaml"
-        if path.exists():
-            return _settings(group, path)
+        if not path.exists():
+            continue
+        raw = _read(path)
+        node = raw[group] if isinstance(raw.get(group), dict) else raw  # `@package _global_`
+        if node.get("_target_") is not None:
+            return str(node["_target_"])
+        for entry in raw.get("defaults") or []:
+            if isinstance(entry, str) and entry != "_self_":
+                inherited = declared_target(group, entry)
+                if inherited is not None:
+                    return inherited
+        return None
     raise ConfigError(f"unknown {group} {name!r}; choose one of: {', '.join(options(group))}")
-
-
-def _settings(group: str, path: Path) -> dict[str, Any]:
-    raw = dict(_read(path))
-    merged: dict[str, Any] = {}
-    for entry in raw.pop("defaults", None) or []:
-        if isinstance(entry, str) and entry != "_self_":
-            merged.update(option(group, entry))
-    if raw.get(group) is not None and isinstance(raw[group], dict):  # `# @package _global_`
-        raw = raw[group]
-    merged.update(raw)
-    return {key: _resolved(value) for key, value in merged.items()}
-
-
-_REFERENCE = re.compile(r"^\$\{(\w+)\.(\w+)\}$")
-
-
-def _resolved(value: Any) -> Any:
-    """`${group.key}` (e.g. a method reading the regime's switch) -> that key of the group's
-    default option, as Hydra would compose it without overrides."""
-    match = _REFERENCE.match(value) if isinstance(value, str) else None
-    if match is None:
-        return value
-    group, key = match.groups()
-    return option(group, default_option(group)).get(key)
-
-
-def default_option(group: str) -> str:
-    """The option the package's config.yaml selects for a group."""
-    for entry in _read(PACKAGE_CONF / "config.yaml").get("defaults", []):
-        if isinstance(entry, dict) and group in entry:
-            return str(entry[group])
-    raise ConfigError(f"config.yaml has no default {group}")
 
 
 @cache
@@ -163,7 +136,7 @@ def target_of(group: str, config: dict[str, Any]) -> str:
     """The `_target_` of a group's config: its own, else its option's (by `name`)."""
     dotted = config.get("_target_")
     if dotted is None:
-        dotted = option(group, str(config.get("name"))).get("_target_")
+        dotted = declared_target(group, str(config.get("name")))
     if dotted is None:
         raise ConfigError(f"{group} {config.get('name')!r} names nothing to build (no _target_)")
     return str(dotted)

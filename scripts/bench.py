@@ -33,6 +33,7 @@ import torch
 from bench_cpflow import load_average, machine_description, quartiles  # scripts/ is on sys.path
 
 from icnn_bench import io
+from icnn_bench.compose import compose
 from icnn_bench.loop import OneSeed, SeedRun, StackedSeeds, train_loop
 from icnn_bench.models import icnn
 from icnn_bench.runner import Prepared, prepare, seed_config
@@ -61,14 +62,7 @@ STEPS = {"1-D": 40, "8-D": 20, "21-D": 4}  # steps per timed block, by recipe
 
 
 def compose_config(overrides: list[str]) -> dict[str, Any]:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from icnn_bench.cli import CONF_DIR
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, "device=cpu"])
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose([*overrides, "device=cpu"])
 
 
 def build(recipe: str, method: str, cache: Path, seed: int = 0) -> Prepared:

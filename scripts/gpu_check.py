@@ -22,24 +22,13 @@ import pandas as pd
 import torch
 
 from icnn_bench import io
+from icnn_bench.compose import compose
 from icnn_bench.devices import resolve_device
 from icnn_bench.errors import ConfigError
 from icnn_bench.loop import OneSeed, SeedRun, StackedSeeds, train_loop
 from icnn_bench.runner import prepare, run, seed_config
 
 TOLERANCE = {"test_nll": 5e-3, "kl": 5e-3}  # float32 on two devices: kernels differ in order
-
-
-def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from icnn_bench.cli import CONF_DIR
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def quick_on_both(device: str, small: bool, tmp: Path) -> pd.DataFrame:

@@ -10,12 +10,12 @@ import sys
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from icnn_bench import registry
 from icnn_bench.build import method_label, model_from_config, target_from_config
-from icnn_bench.cli import CONF_DIR, GROUPS, available, unknown_choice
+from icnn_bench.cli import GROUPS, available, unknown_choice
+from icnn_bench.compose import compose, compose_with_hydra
 
 METHOD_CHOICES = ", ".join(registry.options("method"))  # the package conf's method YAMLs
 OPTIONS = [(group, option) for group in GROUPS for option in available(group)]
@@ -34,8 +34,10 @@ FAST = [
 
 
 def compose_config(*overrides: str, hydra: bool = False):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+    """The package's compose, as a DictConfig (attribute access), with Hydra's node if asked."""
+    if hydra:
+        return compose_with_hydra(overrides)
+    return OmegaConf.create(compose(overrides))
 
 
 @pytest.mark.parametrize("group,option", OPTIONS)

@@ -8,10 +8,9 @@ import json
 import random
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from icnn_bench.cli import CONF_DIR, composition_problem
+from icnn_bench.cli import composition_problem
+from icnn_bench.compose import compose
 from icnn_bench.runner import run
 
 SMALL = [
@@ -89,9 +88,7 @@ def random_overrides(rng: random.Random) -> list[str]:
 
 
 def compose_config(overrides: list[str]) -> dict:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose(overrides)
 
 
 @pytest.mark.parametrize("case", range(36))

@@ -66,13 +66,9 @@ def test_the_sweep_preflight_checks_the_device_only_where_jobs_run_here():
 
 
 def _composed(overrides: list[str]) -> dict:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from icnn_bench.compose import compose
 
-    from icnn_bench.cli import CONF_DIR
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+    return compose(overrides)
 
 
 @pytest.mark.parametrize("name", ["cuda:x", "gpu", "cuda:", 3])

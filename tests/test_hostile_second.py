@@ -452,11 +452,9 @@ def test_an_authors_regime_sweep_names_its_regime_and_sampler_warnings(tmp_path)
 
 @pytest.mark.parametrize(("regime", "folder"), [("authors", "single_authors"), ("exact", "single")])
 def test_the_default_folder_names_a_regime_other_than_ours(regime, folder):
-    from hydra import compose, initialize_config_dir
+    from icnn_bench.compose import compose_with_hydra
 
-    with initialize_config_dir(str(cli.CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=single", f"regime={regime}"],
-                      return_hydra_config=True)  # fmt: skip
+    cfg = compose_with_hydra(["experiment=single", f"regime={regime}"])
     assert str(cfg.hydra.run.dir).startswith(f"outputs/{folder}/")
     assert str(cfg.hydra.sweep.dir).startswith(f"outputs/{folder}/")
 

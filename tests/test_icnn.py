@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from icnn_bench import registry
 from icnn_bench.errors import ConfigError
-from icnn_bench.methods import build_method, method_names
+from icnn_bench.methods import build_method, method_names, method_settings
 from icnn_bench.models.icnn import INITS, ICNNSpec, energy, init_params
 
 METHODS = method_names()  # every method the package's conf names
@@ -18,7 +17,7 @@ METHODS = method_names()  # every method the package's conf names
 def make_source(name, spec, init):
     """The method as its YAML configures it, with a small body where it has one."""
     torch.manual_seed(1)
-    options = registry.option("method", name)
+    options = method_settings(name)
     if "body" in options:
         options["body"] = [8, 8, 12]
     source = build_method(options, spec, init)

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from test_cli import FAST, icnn_bench
 
 from icnn_bench.cli import CONF_DIR, unknown_choice
+from icnn_bench.compose import compose_with_hydra
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -50,12 +50,7 @@ def test_a_launched_sweep_writes_every_run_folder_and_the_report(tmp_path, launc
 
 
 def test_slurm_preset_composes_to_the_submitit_slurm_launcher():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-            return_hydra_config=True,
-        )
+    cfg = compose_with_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.array_parallelism == 64
@@ -98,8 +93,7 @@ def test_the_tuned_preset_gives_each_method_its_own_learning_rate():
         pytest.skip("experiment=tuned not generated")
     rates = {}
     for method in ("pgd", "softplus", "lift"):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=["experiment=tuned", f"method={method}"])
+        cfg = compose_with_hydra(["experiment=tuned", f"method={method}"])
         rates[method] = cfg.trainer.lr
         assert cfg.trainer.lr == cfg.tuned_lr[method]
     assert len(set(rates.values())) == 3

@@ -17,7 +17,18 @@ from icnn_bench.models.icnn import ICNNSpec
 def method_names() -> list[str]:
     """Every constraint method a config can name (the package's and any added folder's);
     options that only select a reference model (no `_target_`) are not methods."""
-    return [n for n in registry.options("method") if "_target_" in registry.option("method", n)]
+    return [n for n in registry.options("method") if "_target_" in method_settings(n)]
+
+
+def method_settings(name: str) -> dict[str, Any]:
+    """A method option's settings as a run composes them (defaults list and interpolations
+    resolved against the default regime); ConfigError naming the options for no such one."""
+    from icnn_bench.compose import compose
+
+    if name not in registry.options("method"):
+        choices = ", ".join(registry.options("method"))
+        raise ConfigError(f"unknown method {name!r}; choose one of: {choices}")
+    return compose([f"method={name}"])["method"]
 
 
 def build_method(
@@ -32,7 +43,7 @@ def build_method(
     A method that draws its own initial values gets `generator` (a fixed seed if None)."""
     config = {"name": method, **options} if isinstance(method, str) else dict(method)
     name = config.get("name")
-    settings = {**registry.option("method", name), **config} if "_target_" not in config else config
+    settings = {**method_settings(str(name)), **config} if "_target_" not in config else config
     cls = registry.resolve(registry.target_of("method", settings), "method")
     if not (isinstance(cls, type) and issubclass(cls, ConstraintMethod)):
         raise ConfigError(f"method {name}: _target_ {cls!r} is not a ConstraintMethod subclass")
@@ -45,4 +56,4 @@ def build_method(
         raise ConfigError(f"method {name}: {error}") from None
 
 
-__all__ = ["ConstraintMethod", "build_method", "method_names"]
+__all__ = ["ConstraintMethod", "build_method", "method_names", "method_settings"]
