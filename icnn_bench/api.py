@@ -19,7 +19,9 @@ from icnn_bench.run_folder import CONFIG, METRICS, RESULT, WEIGHTS, read_result,
 class TrainedModel:
     """A finished run's model under its evaluation (pinned) emission, with the run's config,
     result and target. Inputs may be tensors or numpy arrays of any float dtype, shaped
-    (n, d), or (n,) for a 1-D model; everything else the model has is reachable as well."""
+    (n, d), or (n,) for a 1-D model; what comes back is of the input's kind: a numpy array
+    in gives a numpy array out, in the input's dtype (computed in float32), shaped (n,) for
+    densities and energies, (n, d) for scores. Everything else the model has is reachable."""
 
     def __init__(self, model: DensityModel, config: dict, result: dict, target: Any) -> None:
         self.model, self.config, self.result, self.target = model, config, result, target
@@ -28,31 +30,35 @@ class TrainedModel:
     def dim(self) -> int:
         return int(self.target.dim)
 
-    def log_prob(self, x, grad: bool = False) -> Tensor:
-        """Normalised log-density, (n,). grad=True keeps the graph to x (e.g. for scores)."""
-        return self._log_prob(self._input(x, grad), grad)
+    def log_prob(self, x, grad: bool = False):
+        """Normalised log-density, (n,). grad=True (tensors only) keeps the graph to x."""
+        points = self._input(x, grad)
+        if grad:
+            return self.model.differentiable_log_prob(points).reshape(-1)
+        return self._output(self.model.log_prob(points).reshape(-1), x)
 
-    def score(self, x) -> Tensor:
+    def score(self, x):
         """grad_x log p(x), (n, d)."""
-        x = self._input(x, grad=True)
-        (grad,) = torch.autograd.grad(self._log_prob(x, grad=True).sum(), x)
-        return grad
+        points = self._input(x, grad=True)
+        (grad,) = torch.autograd.grad(self.model.differentiable_log_prob(points).sum(), points)
+        return self._output(grad, x)
 
-    def _log_prob(self, x: Tensor, grad: bool) -> Tensor:
-        if not grad:
-            return self.model.log_prob(x)
-        if hasattr(self.model, "energy"):  # an EBM: -E(x) - log Z, with E differentiable
-            return -self.model.energy(x) - self.model.log_z()
-        with torch.enable_grad():
-            return self.model._log_prob(x, conditioning=None, mode="exact", training=False)
-
-    def energy(self, x) -> Tensor:
-        """E(x) under the evaluation weights (EBMs)."""
+    def energy(self, x):
+        """E(x) under the evaluation weights (EBMs), (n,)."""
         if not hasattr(self.model, "energy"):
             raise AttributeError(
                 f"a {self.config['model']['name']} run has no energy; use log_prob"
             )
-        return self.model.energy(self._input(x, grad=False))
+        with torch.no_grad():
+            return self._output(self.model.energy(self._input(x, grad=False)).reshape(-1), x)
+
+    @staticmethod
+    def _output(value: Tensor, like: Any):
+        """numpy in, numpy out (in the input's float dtype); a tensor otherwise."""
+        if isinstance(like, np.ndarray):
+            dtype = like.dtype if np.issubdtype(like.dtype, np.floating) else np.float64
+            return value.detach().cpu().numpy().astype(dtype)
+        return value
 
     def sample(self, n: int, seed: int = 0) -> Tensor:
         """n draws: by inverting a flow, or by MALA chains for an EBM."""

@@ -40,8 +40,17 @@ def test_load_run_takes_numpy_float64_and_flat_1d_input(sweep):
     model = load_run(sweep / "2-gaussian-lift-seed0")
     grid = np.linspace(-2, 2, 7)
     expected = model.log_prob(torch.tensor(grid, dtype=torch.float32)[:, None])
-    for given in (grid, grid.astype(np.float32), grid[:, None], torch.tensor(grid), list(grid)):
+    assert isinstance(expected, torch.Tensor) and expected.shape == (7,)
+    for given in (torch.tensor(grid), list(grid), torch.tensor(grid)[:, None]):
         torch.testing.assert_close(model.log_prob(given), expected)
+    for given in (grid, grid.astype(np.float32), grid[:, None]):  # numpy in, numpy out
+        out = model.log_prob(given)
+        assert isinstance(out, np.ndarray) and out.dtype == given.dtype and out.shape == (7,)
+        np.testing.assert_allclose(out, expected.numpy(), rtol=1e-6)
+    energy = model.energy(grid)
+    assert isinstance(energy, np.ndarray) and energy.shape == (7,) and energy.dtype == np.float64
+    score = model.score(grid.astype(np.float32))
+    assert isinstance(score, np.ndarray) and score.shape == (7, 1) and score.dtype == np.float32
     with pytest.raises(
         ValueError, match=r"expected points of shape \(n, 1\) or \(n,\); got \(3, 2\)"
     ):

@@ -74,7 +74,13 @@ def test_reference_maf_runs_and_is_labelled_by_its_name(tmp_path):
     assert result["model"] == result["method"] == "maf_reference"
     assert math.isnan(result["dead_frac"])  # no constrained weights
     assert json.loads((tmp_path / "result.json").read_text())["test_bits_per_dim"] > 0
-    assert load_run(tmp_path).log_prob(torch.zeros(3, 2)).shape == (3,)
+    model = load_run(tmp_path)
+    x = torch.tensor([[0.2, -0.1], [1.0, 0.5]])
+    assert model.log_prob(torch.zeros(3, 2)).shape == (3,)
+    score, eps = model.score(x), 1e-2
+    step = torch.tensor([eps, 0.0])
+    numeric = (model.log_prob(x + step) - model.log_prob(x - step)) / (2 * eps)
+    torch.testing.assert_close(score[:, 0], numeric, atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -41,6 +41,10 @@ class DensityModel(nn.Module, ABC):
     def log_prob(self, x: Tensor) -> Tensor:
         """Normalised log-density under the evaluation (pinned) weights, (n,)."""
 
+    def differentiable_log_prob(self, x: Tensor) -> Tensor:
+        """log_prob(x) with the graph to x kept (for scores), under the evaluation weights."""
+        raise NotImplementedError(f"{type(self).__name__} has no differentiable log-density")
+
     def loss_backward(self, batch: Tensor) -> Tensor:
         """loss(batch).backward(); returns the detached loss. Models may split the work."""
         loss = self.loss(batch)

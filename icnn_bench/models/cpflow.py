@@ -185,6 +185,10 @@ class ConvexPotentialFlow(DensityModel):
         ]
         return torch.cat(parts)
 
+    def differentiable_log_prob(self, x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            return self._log_prob(x, conditioning=None, mode="exact", training=False)
+
     def transform(self, x: Tensor) -> Tensor:
         """z = the flow's image of x under the evaluation weights."""
         with torch.no_grad():

@@ -74,6 +74,10 @@ class EnergyModel(DensityModel):
         """Normalised log-density under the evaluation (pinned) weights."""
         return -self.energy(x) - self.log_z()
 
+    def differentiable_log_prob(self, x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            return -self.energy(x).reshape(-1) - self.log_z()
+
     def sample(self, n: int, generator: torch.Generator, start: Tensor | None = None) -> Tensor:
         """MALA chains targeting exp(-E), started at `start` (its first n rows) or at the
         origin; a log-concave target mixes fast, so a few hundred steps suffice."""

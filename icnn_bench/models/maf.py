@@ -36,6 +36,10 @@ class MAFReference(DensityModel):
     def log_prob(self, x: Tensor) -> Tensor:
         return self.flow().log_prob(x)
 
+    def differentiable_log_prob(self, x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            return self.flow().log_prob(x)
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, start: Tensor | None = None) -> Tensor:
         with isolated_global_rng():  # zuko samples from the global stream
