@@ -110,7 +110,7 @@ def inspect_command(argv: list[str]) -> Command:
     try:
         cfg = compose_with_hydra(first)
     except Exception as error:
-        return Command(_misspelt_key(error, first) or _first_line(error))
+        return Command(_misspelt_key(error, first) or _named(error, first))
     multirun = (
         "-m" in argv
         or "--multirun" in argv
@@ -269,6 +269,20 @@ def _misspelt_key(error: Exception, overrides: list[str]) -> str | None:
     close = difflib.get_close_matches(leaf, [str(n) for n in names], n=1)
     hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
     return f"no setting {key}; {hint}(to add a new key use +{key}=...)"
+
+
+def _named(error: Exception, overrides: list[str]) -> str:
+    """Hydra's first line, led by the override it is about where the line names none."""
+    line = _first_line(error)
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    if any(key and key in line for key in keys):
+        return line
+    for count in range(1, len(overrides) + 1):  # the first prefix that fails: its last one
+        try:
+            compose_with_hydra(overrides[:count])
+        except Exception:
+            return f"{overrides[count - 1]}: {line}"
+    return line
 
 
 def _first_line(error: Exception) -> str:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -83,6 +84,15 @@ def test_paper_1d_preset_holds_the_papers_recipe():
     assert len(cfg.hydra.sweeper.params.target.split(",")) == 8
     assert cfg.hydra.sweeper.params.seed == "0,1,2,3,4"
     assert list(cfg.method.body) == [64, 64, 96] and cfg.method.slack_init == -2.0
+    # what the preset builds is what made the committed table: same parameter counts
+    from icnn_bench.build import model_from_config, target_from_config
+
+    committed = pd.read_csv(Path(__file__).parents[1] / "results" / "paper_1d" / "runs.csv")
+    for method in ("pgd", "softplus", "lift"):
+        config = compose(["experiment=paper_1d", "target=gumbel", f"method={method}", "seed=0"])
+        model = model_from_config(config, target_from_config(config["target"]), seed=0)
+        built = sum(p.numel() for p in model.trainable_parameters())
+        assert {built} == set(committed.loc[committed["method"] == method, "n_params"]), method
 
 
 def test_unknown_group_choice_is_found_before_hydra_runs():

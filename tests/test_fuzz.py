@@ -111,3 +111,5 @@ def test_random_override_sets_succeed_or_fail_in_one_line(case, tmp_path):
 def test_override_sets_hydra_cannot_compose_get_one_line(bad):
     problem = composition_problem([*SMALL, "target=gaussian", bad])
     assert problem and "\n" not in problem
+    key = bad.lstrip("+").split("=")[0]
+    assert key in problem or "parse" in problem, problem  # it names what is wrong

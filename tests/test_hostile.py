@@ -209,9 +209,15 @@ def _environ(pid: int) -> bytes:
         return b""
 
 
-def test_the_slurm_presets_requeue_on_time_out():
-    preset = yaml.safe_load((cli.CONF_DIR / "hydra" / "launcher" / "slurm.yaml").read_text())
-    assert preset["max_num_timeout"] > 0
+@pytest.mark.parametrize("launcher", ["slurm", "slurm_gpu"])
+def test_the_slurm_presets_requeue_on_time_out(launcher):
+    """As composed (slurm_gpu builds on slurm): submitit requeues a timed-out job, which
+    then resumes from its checkpoint (test_a_requeued_submitit_job_resumes_...)."""
+    from icnn_bench.compose import compose_with_hydra
+
+    composed = compose_with_hydra([f"hydra/launcher={launcher}", "experiment=paper_1d_gpu"])
+    assert composed.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert composed.hydra.launcher.max_num_timeout > 0
 
 
 def test_slurm_without_slurm_is_one_line(tmp_path):

@@ -41,6 +41,7 @@ def test_the_dry_run_lists_every_table():
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--dry-run"], capture_output=True, text=True, timeout=60
     )
+    assert done.returncode == 0, done.stderr[-2000:]
     for name in ("paper_1d", "paper_latents", "synthetic_nd", "paper_ablation",
                  "paper_cpflow_toy", "paper_tabular_cpflow", "paper_1d_authors",
                  "paper_ablation_authors"):  # fmt: skip
