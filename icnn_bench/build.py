@@ -28,6 +28,12 @@ RESUME = ("auto", "never")
 NAN_POLICIES = ("stop", "skip_step")
 
 
+def check_vectorize(value: Any) -> None:
+    """trainer.vectorize is true, false or auto (checked here only)."""
+    if value not in (True, False, "auto"):
+        raise ConfigError(f"trainer.vectorize={value!r}; choose one of: true, false, auto")
+
+
 @dataclass(frozen=True)
 class TrainerSettings:
     steps: int = 3000
@@ -59,10 +65,7 @@ class TrainerSettings:
         checks.integer("trainer.probe_permutations", self.probe_permutations, minimum=0)
         checks.choice("trainer.resume", self.resume, RESUME)
         checks.choice("trainer.nan_policy", self.nan_policy, NAN_POLICIES)
-        if self.vectorize not in (True, False, "auto"):
-            raise ConfigError(
-                f"trainer.vectorize={self.vectorize!r}; choose one of: true, false, auto"
-            )
+        check_vectorize(self.vectorize)
         pool_ok = self.eval_pool in ("split", "batch") or (
             checks.is_int(self.eval_pool) and self.eval_pool > 0
         )

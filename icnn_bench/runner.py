@@ -24,6 +24,7 @@ from icnn_bench import checks, io, outputs, registry
 from icnn_bench.build import (
     RESUME,
     TrainerSettings,
+    check_vectorize,
     method_label,
     model_from_config,
     target_from_config,
@@ -145,8 +146,7 @@ def use_vectorized(config: dict[str, Any]) -> bool:
     method batches well there (results/bench.md: not the lift). Whether the model can be
     stacked at all is its own to say, once built."""
     choice = (config.get("trainer") or {}).get("vectorize", "auto")
-    if choice not in (True, False, "auto"):
-        raise ConfigError(f"trainer.vectorize={choice!r}; choose one of: true, false, auto")
+    check_vectorize(choice)
     if choice != "auto":
         return choice
     device = config.get("device", "auto")
