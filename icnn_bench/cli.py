@@ -111,12 +111,7 @@ def inspect_command(argv: list[str]) -> Command:
         cfg = compose_with_hydra(first)
     except Exception as error:
         return Command(_misspelt_key(error, first) or _named(error, first))
-    multirun = (
-        "-m" in argv
-        or "--multirun" in argv
-        or cfg.hydra.mode == RunMode.MULTIRUN
-        or any(o.is_sweep_override() for o in parsed)
-    )
+    multirun = _is_sweep(argv, cfg, parsed)
     axes = _axes_of(cfg, parsed) if multirun else None
     swept = {o.get_key_element(): o.input_line for o in parsed if o.is_sweep_override()}
     params = cfg.hydra.sweeper.get("params") or {}
@@ -643,13 +638,18 @@ def _axes_without_checks(argv: list[str]) -> dict[str, str] | None:
         cfg = compose_with_hydra(first_job(parsed))
     except Exception:
         return None
-    multirun = (
+    multirun = _is_sweep(argv, cfg, parsed)
+    return _axes_of(cfg, parsed) if multirun else None
+
+
+def _is_sweep(argv: list[str], cfg: Any, parsed: list[Any]) -> bool:
+    """-m, a preset in multirun mode, or a comma list (or range) on the command line."""
+    return (
         "-m" in argv
         or "--multirun" in argv
         or cfg.hydra.mode == RunMode.MULTIRUN
         or any(o.is_sweep_override() for o in parsed)
     )
-    return _axes_of(cfg, parsed) if multirun else None
 
 
 def _axes_of(cfg: Any, parsed: list[Any]) -> dict[str, str]:

@@ -85,8 +85,6 @@ def test_paper_1d_preset_holds_the_papers_recipe():
     assert cfg.hydra.sweeper.params.seed == "0,1,2,3,4"
     assert list(cfg.method.body) == [64, 64, 96] and cfg.method.slack_init == -2.0
     # what the preset builds is what made the committed table: same parameter counts
-    from icnn_bench.build import model_from_config, target_from_config
-
     committed = pd.read_csv(Path(__file__).parents[1] / "results" / "paper_1d" / "runs.csv")
     for method in ("pgd", "softplus", "lift"):
         config = compose(["experiment=paper_1d", "target=gumbel", f"method={method}", "seed=0"])

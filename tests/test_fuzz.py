@@ -87,16 +87,12 @@ def random_overrides(rng: random.Random) -> list[str]:
     return chosen
 
 
-def compose_config(overrides: list[str]) -> dict:
-    return compose(overrides)
-
-
 @pytest.mark.parametrize("case", range(36))
 def test_random_override_sets_succeed_or_fail_in_one_line(case, tmp_path):
     rng = random.Random(1000 + case)
     overrides = random_overrides(rng)
     assert composition_problem(overrides) is None, overrides
-    result = run(compose_config(overrides), tmp_path)
+    result = run(compose(overrides), tmp_path)
     on_disk = json.loads((tmp_path / "result.json").read_text())
     assert on_disk["status"] == result["status"] in ("ok", "failed", "diverged"), overrides
     if result["status"] == "ok":
