@@ -127,7 +127,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--only {name!r}: no such table; choose from {', '.join(known)}")
     if args.results is None:
         args.results = args.runs / "reports" if args.extra else ROOT / "results"
-    from icnn_bench.cli import composition_problem, unknown_choice
+    from icnn_bench.command_line import composition_problem, unknown_choice
 
     for table in TABLES[:1]:  # a broken --extra stops the command before any sweep
         launcher = [f"hydra/launcher={args.launcher}"] if args.launcher else []

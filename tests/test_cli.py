@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from icnn_bench import registry
 from icnn_bench.build import method_label, model_from_config, target_from_config
-from icnn_bench.cli import GROUPS, available, unknown_choice
+from icnn_bench.command_line import GROUPS, available, unknown_choice
 from icnn_bench.compose import compose, compose_with_hydra
 
 METHOD_CHOICES = ", ".join(registry.options("method"))  # the package conf's method YAMLs

@@ -29,7 +29,9 @@ def test_sweep_progress_counts_seed_runs_and_extrapolates_from_this_sweeps_runs(
     import os
     import time
 
-    from icnn_bench.sinks.console import SWEEP_DIR, SWEEP_JOBS, SWEEP_START, sweep_progress
+    from icnn_bench.sweep_state import ENV_VAR, SweepState
+
+    monkeypatch.setenv(ENV_VAR, "")  # restored after the test
 
     start = time.time() - 60  # this sweep started a minute ago
     for name in ("0/seed0", "0/seed1", "1/seed0"):  # jobs of seeds, one result per seed
@@ -38,10 +40,12 @@ def test_sweep_progress_counts_seed_runs_and_extrapolates_from_this_sweeps_runs(
     earlier = start - 3600  # two runs finished by an earlier invocation of the same sweep
     for name in ("0/seed0", "0/seed1"):
         os.utime(tmp_path / name / "result.json", (earlier, earlier))
-    monkeypatch.setenv(SWEEP_JOBS, "2")
-    monkeypatch.setenv(SWEEP_DIR, str(tmp_path))
-    monkeypatch.setenv(SWEEP_START, str(start))
-    text = sweep_progress(runs_per_job=5)
+    # the state travels to job processes in one environment variable
+    SweepState(launcher="host:1", jobs=2, start=start, axes=("seed",)).to_environ()
+    state = SweepState.from_environ()
+    assert state.axes == ("seed",) and state.jobs == 2
+    assert state.progress(None) is None  # no sweep folder: no progress part
+    text = state.progress(tmp_path, runs_per_job=5)
     assert text.startswith("3 of 10 runs, ETA ")
     # one run in 60 s, 7 left: about 7 minutes, not the 2.3 a count of all three would give
     assert text == "3 of 10 runs, ETA 7 min"

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from icnn_bench.cli import composition_problem
+from icnn_bench.command_line import composition_problem
 from icnn_bench.compose import compose
 from icnn_bench.runner import run
 

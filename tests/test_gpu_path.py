@@ -51,7 +51,7 @@ def test_a_gpu_sweep_is_submitted_from_a_machine_without_cuda(tmp_path):
 
 
 def test_the_sweep_preflight_checks_the_device_only_where_jobs_run_here():
-    from icnn_bench.cli import jobs_run_elsewhere
+    from icnn_bench.command_line import jobs_run_elsewhere
     from icnn_bench.runner import preflight
 
     config = _composed(["experiment=paper_1d_gpu", "target=gumbel", "method=pgd"])

@@ -21,7 +21,7 @@ import yaml
 from test_cli import FAST, icnn_bench
 from test_resume import comparable
 
-from icnn_bench import cli, io
+from icnn_bench import cli, command_line, io
 from icnn_bench.report import make_report
 from icnn_bench.run_folder import CHECKPOINT
 from icnn_bench.runner import run
@@ -74,8 +74,10 @@ def test_an_output_folder_below_a_file_is_one_line_and_nothing_is_written(tmp_pa
 
 
 def test_a_full_disk_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: type("U", (), {"free": 1e6})())
-    problem = cli.output_problem(tmp_path / "sweep")
+    monkeypatch.setattr(
+        command_line.shutil, "disk_usage", lambda path: type("U", (), {"free": 1e6})()
+    )
+    problem = command_line.output_problem(tmp_path / "sweep")
     assert problem.startswith(f"cannot write to {tmp_path / 'sweep'}: only 1 MB free")
     assert not (tmp_path / "sweep").exists()
 
@@ -118,10 +120,7 @@ def _launched_by(pid: int) -> list[int]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(
-            v.startswith(b"ICNN_BENCH_LAUNCHER_PID=") and v.endswith(f":{pid}".encode())
-            for v in environ
-        ):
+        if any(v.startswith(b"ICNN_BENCH_SWEEP=") and f':{pid}"'.encode() in v for v in environ):
             found.append(int(entry.name))
     return found
 

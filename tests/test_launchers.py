@@ -11,7 +11,8 @@ import pytest
 import yaml
 from test_cli import FAST, icnn_bench
 
-from icnn_bench.cli import CONF_DIR, unknown_choice
+from icnn_bench.cli import CONF_DIR
+from icnn_bench.command_line import unknown_choice
 from icnn_bench.compose import compose_with_hydra
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")

@@ -18,8 +18,8 @@ from hydra.types import RunMode
 from test_cli import FAST, icnn_bench
 
 from icnn_bench import runner as train
-from icnn_bench.cli import make_sinks, sweep_group
 from icnn_bench.errors import ConfigError
+from icnn_bench.job import JobContext, make_sinks, sweep_group
 from icnn_bench.sinks import wandb as wandb_sink
 from icnn_bench.sinks.wandb import MISSING, WandbSink
 
@@ -234,11 +234,15 @@ def test_sinks_from_the_logger_config_and_one_group_per_sweep(tmp_path):
     files = make_sinks({"logger": {"name": "files", "progress": False}}, tmp_path)
     assert [type(s).__name__ for s in files] == ["ConsoleSink"]
     logger = {"name": "wandb", "progress": False, "project": "p", "group": None, "tags": ["x"]}
-    console, sink = make_sinks({"logger": logger}, tmp_path / "run", group="quick-2026-01")
+    console, sink = make_sinks(
+        {"logger": logger}, tmp_path / "run", JobContext(group="quick-2026-01")
+    )
     assert type(console).__name__ == "ConsoleSink"
     assert (sink.project, sink.group, sink.tags) == ("p", "quick-2026-01", ["x"])
     assert (sink.mode, sink.dir) == ("offline", tmp_path / "run")  # the defaults
-    named = make_sinks({"logger": {**logger, "group": "mine"}}, tmp_path, group="quick-2026-01")
+    named = make_sinks(
+        {"logger": {**logger, "group": "mine"}}, tmp_path, JobContext(group="quick-2026-01")
+    )
     assert named[1].group == "mine"
 
 

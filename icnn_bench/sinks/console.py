@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,31 +10,7 @@ from tqdm import tqdm
 
 from icnn_bench.errors import ConfigError
 from icnn_bench.sinks.base import Sink
-
-SWEEP_JOBS, SWEEP_DIR, SWEEP_START = (
-    "ICNN_BENCH_SWEEP_JOBS",
-    "ICNN_BENCH_SWEEP_DIR",
-    "ICNN_BENCH_SWEEP_START",
-)
-
-
-def sweep_progress(runs_per_job: int = 1) -> str | None:
-    """'k of N runs, ETA 12 min' for the sweep this process's job belongs to (the CLI sets
-    its job count, folder and start in the environment; runs are counted by their
-    result.json, a job of several seeds holding one per seed). The ETA extrapolates from the
-    runs finished since this sweep started, so a resumed sweep's earlier runs do not skew it."""
-    total, folder, start = (os.environ.get(k) for k in (SWEEP_JOBS, SWEEP_DIR, SWEEP_START))
-    if not (total and folder and start) or not total.isdigit():
-        return None
-    started = float(start)
-    finished = [p.stat().st_mtime for p in Path(folder).glob("**/result.json")]
-    done, done_now = len(finished), sum(1 for t in finished if t >= started)
-    total_n = int(total) * max(1, runs_per_job)
-    text = f"{done} of {total_n} runs"
-    if done_now > 0 and done < total_n:
-        left = (time.time() - started) / done_now * (total_n - done)
-        text += f", ETA {left / 60:.0f} min" if left >= 90 else f", ETA {left:.0f} s"
-    return text
+from icnn_bench.sweep_state import SweepState
 
 
 class ConsoleSink(Sink):
@@ -45,13 +19,19 @@ class ConsoleSink(Sink):
         progress: bool | str = "auto",
         swept: dict[str, Any] | None = None,
         runs_per_job: int = 1,
+        sweep: SweepState | None = None,
+        sweep_dir: Path | None = None,
     ) -> None:
+        """`progress`: a bar per run (auto: on a terminal); `swept`: the run's values of what
+        its sweep varies (in its line); `sweep`, `sweep_dir`: the sweep it belongs to, for the
+        "k of N runs, ETA" part of each line; `runs_per_job`: seeds a job holds."""
         if progress not in (True, False, "auto"):
             raise ConfigError(f"logger.progress={progress!r}; choose one of: auto, true, false")
         self.progress = sys.stderr.isatty() if progress == "auto" else progress
         named = ("target", "method", "seed")  # already in the line's label
         self.swept = {k: v for k, v in (swept or {}).items() if k not in named}
         self.runs_per_job = runs_per_job
+        self.sweep, self.sweep_dir = sweep, sweep_dir
         self._bar: tqdm | None = None
         self._step = 0
         self._label = ""
@@ -78,7 +58,7 @@ class ConsoleSink(Sink):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        progress = sweep_progress(self.runs_per_job)
+        progress = self.sweep.progress(self.sweep_dir, self.runs_per_job) if self.sweep else None
         line = summary_line(result, self.swept)
         print(f"{line}  [{progress}]" if progress else line, flush=True)
         if result.get("sampler_note"):  # the training log Z was off: say it where it is seen
