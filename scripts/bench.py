@@ -25,20 +25,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from bench_cpflow import load_average, machine_description, quartiles  # scripts/ is on sys.path
 
 from icnn_bench import io
 from icnn_bench.compose import compose
 from icnn_bench.loop import OneSeed, SeedRun, StackedSeeds, train_loop
-from icnn_bench.models import icnn
 from icnn_bench.runner import Prepared, prepare, seed_config
+from icnn_bench.timing import TimedStepper, load_average, machine_description, quartiles
 
 METHODS = ("pgd", "softplus", "lift")
+STEPS = {"1-D": 40, "8-D": 20, "21-D": 4}  # steps per timed block, by recipe
 RECIPES: dict[str, list[str]] = {
     "1-D gallery (gumbel)": ["experiment=paper_1d", "target=gumbel"],
     "1-D gallery, authors' regime": ["experiment=paper_1d", "target=gumbel", "regime=authors"],
@@ -50,15 +51,6 @@ RECIPES: dict[str, list[str]] = {
     "21-D CP-Flow exact": ["experiment=paper_tabular_cpflow", "model.log_det=exact"],
     "21-D CP-Flow stochastic": ["experiment=paper_tabular_cpflow", "model.log_det=stochastic"],
 }
-PHASES = (  # of one step, in order, for the breakdown
-    "body (summary)",
-    "readouts / emission",
-    "ICNN on batch + nodes",
-    "backward",
-    "clip",
-    "optimizer (fused Adam)",
-)
-STEPS = {"1-D": 40, "8-D": 20, "21-D": 4}  # steps per timed block, by recipe
 
 
 def compose_config(overrides: list[str]) -> dict[str, Any]:
@@ -70,57 +62,47 @@ def build(recipe: str, method: str, cache: Path, seed: int = 0) -> Prepared:
     return prepare(config, cache / f"{method}-seed{seed}")
 
 
-class Stepper:
-    """One method's model, optimizer and batches, stepping exactly as the training loop does."""
+class Timed:
+    """One method's job trained by the package's own loop (`train_loop`, its `OneSeed`
+    stepper, wrapped to time each step and evaluation), a block of steps at a time."""
 
     def __init__(self, job: Prepared) -> None:
         self.job = job
-        stream = job.target if job.stream else None
-        self.run = SeedRun(
-            job.model, job.split, job.settings, job.seed, [], job.evaluation_pool(), stream
-        )
-        self.stepper = OneSeed(job.model, job.settings)
-        job.model.warm_up(self.run.next_batch)  # a learned log Z sampler: fitted first
-        self.trainable = self.stepper.trainable
-        self.optimizer = self.stepper.optimizer
-        self.max_norm = self.stepper.max_norm
-        self.step_ms: list[float] = []
-        self.eval_ms: list[float] = []
+        self.stepper = TimedStepper(OneSeed(job.model, job.settings))
 
     def steps(self, n: int) -> None:
-        started = time.perf_counter()
-        for _ in range(n):
-            losses, norms, _ = self.stepper.backward([self.run.next_batch()], record=False)
-            keep = (torch.isfinite(losses) & torch.isfinite(norms)).tolist()  # the loop's sync
-            self.stepper.update(keep)
-        self.step_ms.append((time.perf_counter() - started) / n * 1e3)
+        """`n` more steps with the loop's evaluation at the last (and its warm-up first)."""
+        job = self.job
+        settings = replace(job.settings, steps=n, eval_every=n, checkpoint_every=None)
+        stream = job.target if job.stream else None
+        run = SeedRun(job.model, job.split, settings, job.seed, [], job.evaluation_pool(), stream)
+        train_loop([run], self.stepper, settings)
 
-    def evaluation(self) -> None:
-        started = time.perf_counter()
-        self.run.log_eval(len(self.eval_ms) + 1)
-        self.eval_ms.append((time.perf_counter() - started) * 1e3)
+    @property
+    def step_ms(self) -> list[float]:
+        return [s * 1e3 for s in self.stepper.step_s]
+
+    @property
+    def eval_ms(self) -> list[float]:
+        return [s * 1e3 for s in self.stepper.eval_s]
 
 
 def time_recipe(recipe: str, repeats: int, cache: Path) -> list[dict[str, Any]]:
-    steppers = {m: Stepper(build(recipe, m, cache)) for m in METHODS}
+    timed = {m: Timed(build(recipe, m, cache)) for m in METHODS}
     n = STEPS[recipe.split()[0]]
-    for stepper in steppers.values():
-        stepper.steps(300 if "authors" in recipe else 2)  # allocator, lazy init; a sampler
-        stepper.step_ms.clear()  # past its first, busiest steps
-        counts = getattr(stepper.job.model, "log_z_estimator", None)
+    for one in timed.values():
+        one.steps(300 if "authors" in recipe else 2)  # allocator, lazy init; a sampler
+        one.stepper.clear()  # past its first, busiest steps
+        counts = getattr(one.job.model, "log_z_estimator", None)
         if hasattr(counts, "counts"):
             counts.counts.since_last()
     for r in range(repeats):
-        order = list(METHODS[r % 3 :] + METHODS[: r % 3])
-        for method in order:
-            steppers[method].steps(n)
-        if r < 3:
-            for method in order:
-                steppers[method].evaluation()
-    base = {m: statistics.median(s.step_ms) for m, s in steppers.items()}
+        for method in list(METHODS[r % 3 :] + METHODS[: r % 3]):
+            timed[method].steps(n)
+    base = {m: statistics.median(t.step_ms) for m, t in timed.items()}
     rows = []
-    for method, stepper in steppers.items():
-        q1, median, q3 = quartiles(stepper.step_ms)
+    for method, one in timed.items():
+        q1, median, q3 = quartiles(one.step_ms)
         rows.append(
             {
                 "recipe": recipe,
@@ -130,9 +112,9 @@ def time_recipe(recipe: str, repeats: int, cache: Path) -> list[dict[str, Any]]:
                 "steps_per_s": 1e3 / median,
                 "x_softplus": median / base["softplus"],
                 "x_pgd": median / base["pgd"],
-                "ms_per_eval": statistics.median(stepper.eval_ms),
-                "n_params": sum(p.numel() for p in stepper.trainable),
-                "sampler_steps": _sampler_steps(stepper),
+                "ms_per_eval": statistics.median(one.eval_ms),
+                "n_params": sum(p.numel() for p in one.stepper.inner.trainable),
+                "sampler_steps": _sampler_steps(one),
             }
         )
     return rows
@@ -177,39 +159,41 @@ def startup_times(repeats: int = 3) -> dict[str, float]:
 
 
 def lift_breakdown(repeats: int, cache: Path) -> list[dict[str, Any]]:
-    """Where a 1-D gallery step goes, per method: each phase timed on its own, in order."""
+    """Where a 1-D gallery step goes, per method, from the loop's own steps: the loss,
+    backward and clip half, the optimizer half (Adam, projection, the finite check), and the
+    emission alone (the method's public `emit`, forward only, timed outside the loop)."""
     recipe = "1-D gallery (gumbel)"
     rows = []
     for method in ("softplus", "lift"):
-        stepper = Stepper(build(recipe, method, cache))
-        model, source = stepper.job.model, stepper.job.model.method
-        phases: dict[str, list[float]] = {}
-        for _ in range(repeats * 10):
-            batch = stepper.run.next_batch()
-            stepper.optimizer.zero_grad(set_to_none=True)
-            marks = [time.perf_counter()]
-            if method == "lift":
-                summary = source.summary(source.conditioning(batch))
-                marks.append(time.perf_counter())
-                params = source._emit_from_summary(summary)
-            else:
-                marks.append(time.perf_counter())
-                params = source.emit(batch)
-            marks.append(time.perf_counter())
-            energy = icnn.energy(params, batch, model.spec).mean()
-            loss = energy + model.log_z_estimator(model._energy_fn(params), training=True)
-            marks.append(time.perf_counter())
-            loss.backward()
-            marks.append(time.perf_counter())
-            torch.nn.utils.clip_grad_norm_(stepper.trainable, stepper.max_norm, foreach=True)
-            marks.append(time.perf_counter())
-            stepper.optimizer.step()
-            marks.append(time.perf_counter())
-            for name, a, b in zip(PHASES, marks[:-1], marks[1:], strict=True):
-                phases.setdefault(name, []).append((b - a) * 1e3)
-        for name, values in phases.items():
-            rows.append({"method": method, "phase": name, "ms": statistics.median(values[5:])})
+        one = Timed(build(recipe, method, cache))
+        one.steps(10)
+        one.stepper.clear()
+        for _ in range(repeats):
+            one.steps(STEPS["1-D"])
+        backward = [b * 1e3 for b in one.stepper.backward_s]
+        update = [
+            (s - b) * 1e3 for s, b in zip(one.stepper.step_s, one.stepper.backward_s, strict=True)
+        ]
+        emit = _emission_ms(one.job, 10 * repeats)
+        for phase, values in (
+            ("loss, backward, clip (loop)", backward),
+            ("Adam, projection, finite check (loop)", update),
+            ("whole step (loop)", one.step_ms),
+            ("emission alone, no grad (method.emit)", emit),
+        ):
+            rows.append({"method": method, "phase": phase, "ms": statistics.median(values)})
     return rows
+
+
+@torch.no_grad()
+def _emission_ms(job: Prepared, repeats: int) -> list[float]:
+    batch = job.split.train[: job.settings.batch_size]
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        job.model.method.emit(batch)
+        times.append((time.perf_counter() - started) * 1e3)
+    return times
 
 
 def vectorized_throughput(seeds: int, steps: int, cache: Path) -> list[dict[str, Any]]:
@@ -248,9 +232,7 @@ def memory_probe(recipe: str, method: str) -> dict[str, float]:
     """Run in a fresh process: peak resident memory of building and training a few steps."""
     baseline = _rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
-        stepper = Stepper(build(recipe, method, Path(tmp)))
-        stepper.steps(3)
-        stepper.evaluation()
+        Timed(build(recipe, method, Path(tmp))).steps(3)  # three steps and an evaluation
     return {"baseline_mb": baseline, "peak_mb": _rss_mb()}
 
 
@@ -379,8 +361,9 @@ def main(argv: list[str] | None = None) -> None:
 
 Measured by `scripts/bench.py` in one process per table (memory: one fresh process per cell),
 one thread, methods timed round-robin in blocks of steps; medians over blocks, IQR alongside.
-A step is exactly the training loop's: zero_grad, loss and backward, gradient clipping, the
-finite check, fused Adam, projection.
+Every step and evaluation is the package's own training loop (`train_loop` with its `OneSeed`
+stepper, wrapped by `icnn_bench.timing.TimedStepper`): zero_grad, loss and backward, gradient
+clipping, the finite check, fused Adam, projection, the learning-rate schedule.
 
 - Machine: {machine_description()}
 - Load average (1, 5, 15 min) at start: {load_start}; at end: {load_average()}
@@ -430,7 +413,8 @@ draws through the ICNN, then its own reverse-KL steps (mean per EBM step in the 
 ## The lift's step against softplus (1-D gallery, emit: all)
 
 Lift step / softplus step: **{lift_vs_softplus:.2f}×** (issue target: at most 2×).
-Each phase timed on its own (so the sum exceeds a plain step a little):
+The loop's own steps, split where the loop hands over from the gradient to the optimizer;
+the emission is timed alone (forward only) for scale:
 
 {table(breakdown, {"method": "method", "phase": "phase", "ms": "ms (median)"}, 3)}
 

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import math
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -36,12 +35,14 @@ from torch import Tensor
 from torch.func import grad, hessian, vmap
 
 from icnn_bench import io
-from icnn_bench.build import model_from_config
+from icnn_bench.build import TrainerSettings, model_from_config
+from icnn_bench.loop import OneSeed
 from icnn_bench.models import cpflow as flow_module
 from icnn_bench.models.cpflow import ConvexPotentialFlow, PotentialBlock
 from icnn_bench.models.potential import gradient_and_hessian, potential, standard_normal_log_prob
 from icnn_bench.run_folder import read_config
 from icnn_bench.targets import Target, build_target
+from icnn_bench.timing import load_average, machine_description, quartiles
 
 TARGET_RATIO = 2.0  # the issue's target: exact step within 2x of the CG estimator's step
 NEAR_IDENTITY_ITERS = 3.0  # CG this fast means the Hessians are still close to c I
@@ -54,13 +55,13 @@ METHOD_ROW = "exact chunked, method={}"
 
 @dataclass
 class Route:
-    """One row of the table: a model, its optimizer, and how its loss is backpropagated."""
+    """One row of the table: a model and the package's stepper that trains it (the one the
+    training loop drives: zero_grad, loss and backward, clipping, fused Adam, projection)."""
 
     name: str
     method: str
     model: ConvexPotentialFlow
-    optimizer: torch.optim.Optimizer
-    loss_backward: Callable[[Tensor], Tensor]
+    stepper: OneSeed
     note: str = ""
     times_ms: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
@@ -164,30 +165,21 @@ def build_flow(
     return model
 
 
-def make_adam(model: ConvexPotentialFlow, lr: float) -> torch.optim.Adam:
-    """Fused Adam where available, as the training loop uses."""
-    params = model.trainable_parameters()
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
+def package_stepper(model: ConvexPotentialFlow, args: argparse.Namespace) -> OneSeed:
+    settings = TrainerSettings(
+        lr=args.lr, grad_clip=args.grad_clip if args.grad_clip > 0 else None, checkpoint_every=None
+    )
+    return OneSeed(model, settings)
 
 
-def transfer_state(warm: ConvexPotentialFlow, model: ConvexPotentialFlow, method: str) -> str:
-    """Copy the warmed-up softplus flow into `model`; returns a note for the table."""
+def transfer_state(warm: ConvexPotentialFlow, model: ConvexPotentialFlow) -> str:
+    """Copy the warmed-up flow into `model`; returns a note for the table. A model of another
+    method keeps its own constraint parameters (they mean something else there): only
+    ActNorm and the w0/w1 scales carry over."""
     state = warm.state_dict()
-    if method == "softplus":
+    if type(model.blocks[0].method) is type(warm.blocks[0].method):
         model.load_state_dict(state)
         return ""
-    if method == "pgd":  # the same function: raw weights = the softplus source's emission
-        for index, block in enumerate(warm.blocks):
-            with torch.no_grad():
-                emitted = block.method.emit(None)
-            for key, value in emitted.items():
-                state[f"blocks.{index}.method.params.{key}"] = value.detach().clone()
-        model.load_state_dict(state)
-        return "weights mapped from the warm-up model"
-    # the lift's hypernetwork has no counterpart: only ActNorm and the w0/w1 scales carry over
     own = model.state_dict()
     shared = {
         k: v
@@ -266,24 +258,22 @@ def hessian_conditioning(model: ConvexPotentialFlow, batch: Tensor) -> tuple[flo
 # --- training steps ------------------------------------------------------------------------
 
 
-def train_step(route: Route, batch: Tensor, grad_clip: float) -> Tensor:
-    route.optimizer.zero_grad(set_to_none=True)
-    loss = route.loss_backward(batch)
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(route.model.trainable_parameters(), grad_clip, foreach=True)
-    route.optimizer.step()
-    route.model.after_step()
-    return loss
+def train_step(route: Route, batch: Tensor) -> Tensor:
+    """One step as the training loop takes it: the stepper's two halves around the finite check."""
+    losses, norms, _ = route.stepper.backward([batch], record=False)
+    keep = (torch.isfinite(losses) & torch.isfinite(norms)).tolist()
+    route.stepper.update(keep)
+    return losses[0]
 
 
 def warm_up_model(args: argparse.Namespace, target: Target, data: Tensor) -> ConvexPotentialFlow:
     """Train the softplus flow with the exact route so that its Hessians are no longer ~ c I."""
     model = build_flow(args, target, train=data)
-    route = Route("warm-up", "softplus", model, make_adam(model, args.lr), model.loss_backward)
+    route = Route("warm-up", "softplus", model, package_stepper(model, args))
     batches = torch.Generator().manual_seed(args.seed + 1)
     started = time.perf_counter()
     for step in range(1, args.steps_warmup + 1):
-        loss = train_step(route, draw_batch(data, args.batch, batches), args.grad_clip)
+        loss = train_step(route, draw_batch(data, args.batch, batches))
         if not math.isfinite(float(loss)):
             raise FloatingPointError(f"warm-up diverged at step {step}")
         if step % 50 == 0 or step == args.steps_warmup:
@@ -347,11 +337,12 @@ def build_routes(
     routes = []
     for name, method, log_det, chunk in specs:
         model = build_flow(args, target, method, log_det, chunk)
-        note = transfer_state(warm, model, method)
-        step = naive_loss_backward(model) if name == NAIVE else model.loss_backward
+        note = transfer_state(warm, model)
+        if name == NAIVE:  # the same stepper; only the loss is the generic reference's
+            model.loss_backward = naive_loss_backward(model)
         if log_det == "exact" and name not in (NAIVE, EXACT_UNCHUNKED) and args.batch <= chunk:
             note = "; ".join(filter(None, [note, "batch <= train_chunk: runs unchunked"]))
-        routes.append(Route(name, method, model, make_adam(model, args.lr), step, note))
+        routes.append(Route(name, method, model, package_stepper(model, args), note))
     return routes
 
 
@@ -363,14 +354,14 @@ def time_routes(routes: list[Route], data: Tensor, args: argparse.Namespace) -> 
         for _ in range(args.untimed):
             batch = draw_batch(data, args.batch, batches)
             for route in routes:
-                train_step(route, batch, args.grad_clip)
+                train_step(route, batch)
         for repeat in range(args.repeats):
             batch = draw_batch(data, args.batch, batches)
             shift = repeat % len(routes)
             for route in routes[shift:] + routes[:shift]:
                 calls.clear()
                 started = time.perf_counter()
-                loss = train_step(route, batch, args.grad_clip)
+                loss = train_step(route, batch)
                 elapsed = time.perf_counter() - started
                 route.times_ms.append(1e3 * elapsed)
                 route.losses.append(float(loss))
@@ -380,12 +371,6 @@ def time_routes(routes: list[Route], data: Tensor, args: argparse.Namespace) -> 
 
 
 # --- report --------------------------------------------------------------------------------
-
-
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    tensor = torch.tensor(values, dtype=torch.float64)
-    q = torch.quantile(tensor, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-    return float(q[0]), float(q[1]), float(q[2])
 
 
 def summary_rows(routes: list[Route]) -> list[dict[str, Any]]:
@@ -421,20 +406,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{row['iqr_ms']:.1f} | {row['ratio_to_cg']:.2f} | {iters} | {row['note']} |"
         )
     return "\n".join(lines)
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), "
-        f"{torch.get_num_interop_threads()} inter-op thread(s)"
-    )
 
 
 def target_line(rows: list[dict[str, Any]]) -> str:
@@ -534,13 +505,6 @@ def raw_frame(routes: list[Route]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(records)
-
-
-def load_average() -> str:
-    try:
-        return ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 # --- main ----------------------------------------------------------------------------------

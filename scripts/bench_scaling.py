@@ -23,11 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from bench import STEPS, Stepper, compose_config, floors  # scripts/ is on sys.path
-from bench_cpflow import load_average, machine_description
+from bench import STEPS, Timed, compose_config, floors  # scripts/ is on sys.path
 
 from icnn_bench import io
 from icnn_bench.runner import prepare
+from icnn_bench.timing import load_average, machine_description
 
 METHODS = ("pgd", "softplus", "lift")
 GALLERY = ["experiment=paper_1d", "target=gumbel"]
@@ -47,9 +47,9 @@ CPFLOW = [
 
 def step_ms(overrides: list[str], blocks: int, steps: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        stepper = Stepper(prepare(compose_config(overrides), Path(tmp)))
+        stepper = Timed(prepare(compose_config(overrides), Path(tmp)))
         stepper.steps(2)
-        stepper.step_ms.clear()
+        stepper.stepper.clear()
         for _ in range(blocks):
             stepper.steps(steps)
         return statistics.median(stepper.step_ms)
