@@ -5,6 +5,8 @@ What a config names is looked up through `registry`: a target's, model's or meth
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -12,6 +14,7 @@ import torch
 from torch import Tensor
 
 from icnn_bench import checks, registry
+from icnn_bench.devices import isolated_global_rng
 from icnn_bench.errors import ConfigError
 from icnn_bench.methods import build_method
 from icnn_bench.methods.base import ConstraintMethod
@@ -215,9 +218,10 @@ def build_energy_model(
     model_cfg = config["model"]
     spec = spec_from_config(model_cfg, target.dim)
     generator = _generator(seed)
-    torch.manual_seed(seed)  # the lift's body draws its init from the global stream
-    method = _method(config, spec, generator)
-    return EnergyModel(spec, method, log_z_from_config(config.get("log_z"), target, train, seed))
+    with seeded_global_rng(seed):  # the lift's body and zuko's sampler draw their inits there
+        method = _method(config, spec, generator)
+        log_z = log_z_from_config(config.get("log_z"), target, train, seed)
+    return EnergyModel(spec, method, log_z)
 
 
 def build_cpflow(
@@ -237,8 +241,8 @@ def build_cpflow(
         **{k: v for k, v in model_cfg.items() if k in known and k != "kind"},
     )
     generator = _generator(seed)
-    torch.manual_seed(seed)
-    blocks = [PotentialBlock(spec, _method(config, spec, generator)) for _ in range(blocks_n)]
+    with seeded_global_rng(seed):
+        blocks = [PotentialBlock(spec, _method(config, spec, generator)) for _ in range(blocks_n)]
     flow = ConvexPotentialFlow(
         blocks, actnorm=model_cfg.get("actnorm", True), log_det=log_det, seed=seed
     )
@@ -253,12 +257,12 @@ def build_maf(
     from icnn_bench.models.maf import MAFReference
 
     model_cfg = config["model"]
-    torch.manual_seed(seed)  # zuko initialises from the global stream
-    return MAFReference(
-        target.dim,
-        transforms=model_cfg.get("transforms", 5),
-        hidden=tuple(model_cfg.get("hidden", (128, 128))),
-    )
+    with seeded_global_rng(seed):  # zuko initialises from the global stream
+        return MAFReference(
+            target.dim,
+            transforms=model_cfg.get("transforms", 5),
+            hidden=tuple(model_cfg.get("hidden", (128, 128))),
+        )
 
 
 build_maf.uses_methods = False  # a reference flow: no constrained weights, no method
@@ -275,6 +279,15 @@ def _method(config: dict[str, Any], spec: ICNNSpec, generator: torch.Generator) 
         model_cfg.get("free_init", "uniform"),
     )
     return build_method(method_cfg, spec, init, generator=generator)
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """torch's global stream seeded with `seed` for code that draws from it (nn.Linear's
+    init, zuko), and put back as it was afterwards: building a model changes no other draw."""
+    with isolated_global_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -93,11 +93,17 @@ class FlowProposal(nn.Module, SideState):
             y, log_q = self.flow().rsample_and_log_prob((n,))
         return y, log_q
 
-    def update(self, energy_fn: Callable[[Tensor], Tensor], n: int) -> float:
-        """One reverse-KL step, KL(q || exp(-E)/Z) up to log Z; gradients reach the flow only."""
+    def update(
+        self, energy_fn: Callable[[Tensor], Tensor], n: int, generator: torch.Generator
+    ) -> float:
+        """One reverse-KL step, KL(q || exp(-E)/Z) up to log Z; gradients reach the flow only.
+        Its draws come from `generator` (zuko's from a global stream seeded from it)."""
         if self._optimizer is None:
             self._optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.lr)
-        y, log_q = self.flow().rsample_and_log_prob((n,))
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        with isolated_global_rng():
+            torch.manual_seed(seed)
+            y, log_q = self.flow().rsample_and_log_prob((n,))
         loss = (log_q + energy_fn(y)).mean()
         params = list(self.flow.parameters())
         grads = torch.autograd.grad(loss, params)
@@ -158,7 +164,7 @@ class ImportanceLogZ(LogZEstimator):
 
     def _log_weights(self, energy_fn: Callable[[Tensor], Tensor], training: bool) -> Tensor:
         if training and self.update_proposal and isinstance(self.proposal, FlowProposal):
-            self.proposal.update(energy_fn, self.train_samples)
+            self.proposal.update(energy_fn, self.train_samples, self._generator(training))
         samples = self.train_samples if training else self.eval_samples
         y, log_q = self.proposal.sample(samples, self._generator(training))
         log_w = -energy_fn(y) - log_q

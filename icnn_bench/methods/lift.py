@@ -21,7 +21,7 @@ the free tensors' readout biases as an nn.Linear's (free_bias_init=linear).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -65,9 +65,7 @@ class LiftWeights(ConstraintMethod):
         free_bias_init: Literal["template", "linear"] = "template",
     ) -> None:
         super().__init__(spec)
-        checks.choice("method.condition", condition, CONDITIONS)
-        checks.boolean("method.slack", slack)
-        checks.boolean("method.stochastic", stochastic)
+        _check_options(body, pool_norm, slack_init, emit, slack, condition, stochastic)
         checks.boolean("method.summary_relu", summary_relu)
         checks.choice("method.free_bias_init", free_bias_init, ("template", "linear"))
         self.condition = condition
@@ -77,39 +75,21 @@ class LiftWeights(ConstraintMethod):
         self.register_buffer("_frozen_summary", None, persistent=False)
         # a buffer, so that seeds stacked into one vmapped model each pool their own split
         self.register_buffer("_split", None, persistent=False)
-        if emit not in ("all", "constrained"):
-            raise ConfigError(f"method.emit={emit!r}; choose one of: all, constrained")
-        checks.int_list("method.body", body)
-        checks.boolean("method.pool_norm", pool_norm)
-        checks.number("method.slack_init", slack_init, minimum=-math.inf)
         self.pool_norm = pool_norm
+        # the draws below come in this order (body, readout, slack, code, independent seed):
+        # the committed results depend on it
         self.body = _relu_mlp(spec.dim, body, relu_last=summary_relu)
-
-        emitted = [t for t in spec.tensors() if emit == "all" or t.constrained]
-        self._layout: list[tuple[str, tuple[int, ...], bool]] = [
-            (t.name, t.shape, t.constrained) for t in emitted
-        ]
+        self._layout = [(t.name, t.shape, t.constrained) for t in spec.tensors()]
+        self._layout = [entry for entry in self._layout if emit == "all" or entry[2]]
         self._sizes = [math.prod(shape) for _, shape, _ in self._layout]
-        summary_dim = body[-1]
-        bound = 1.0 / math.sqrt(summary_dim)
-        n_out = sum(self._sizes)
-        self.readout = nn.Parameter((torch.rand(n_out, summary_dim) * 2 - 1) * bound)
-        slack_trainable = slack
-
-        def free_slack(name: str, size: int) -> Tensor:
-            if free_bias_init == "template":  # the free tensors start at the ICNN's init
-                return init[name].reshape(-1)
-            return (torch.rand(size) * 2 - 1) * bound  # as an nn.Linear's default bias
-
-        slack = [
-            torch.full((size,), slack_init) if constrained else free_slack(name, size)
-            for (name, _, constrained), size in zip(self._layout, self._sizes, strict=True)
-        ]
+        bound = 1.0 / math.sqrt(body[-1])
+        self.readout = nn.Parameter((torch.rand(sum(self._sizes), body[-1]) * 2 - 1) * bound)
         # ablation slack=false: b stays at its initial value (no gradient reaches it)
-        self.slack = nn.Parameter(torch.cat(slack), requires_grad=slack_trainable)
-        emitted_names = {name for name, _, _ in self._layout}
+        initial = self._initial_slack(init, slack_init, free_bias_init == "template", bound)
+        self.slack = nn.Parameter(initial, requires_grad=slack)
+        emitted = {name for name, _, _ in self._layout}
         self.free = nn.ParameterDict(
-            {k: nn.Parameter(v.clone()) for k, v in init.items() if k not in emitted_names}
+            {k: nn.Parameter(v.clone()) for k, v in init.items() if k not in emitted}
         )
         self._last_pre: dict[str, Tensor] = {}
         # ablation condition=constant: the body reads this learned code instead of the batch
@@ -121,13 +101,26 @@ class LiftWeights(ConstraintMethod):
             self._independent = torch.Generator().manual_seed(seed)
         if condition == "frozen":  # the summary is fixed at one batch's; only readouts train
             self.body.requires_grad_(False)
-        mask = torch.cat(
-            [
-                torch.full((size,), constrained, dtype=torch.bool)
-                for (_, _, constrained), size in zip(self._layout, self._sizes, strict=True)
-            ]
-        )
-        self.register_buffer("_constrained_slots", mask, persistent=False)
+        mask = [torch.full((n,), c, dtype=torch.bool) for (_, _, c), n in self._entries()]
+        self.register_buffer("_constrained_slots", torch.cat(mask), persistent=False)
+
+    def _entries(self) -> list[tuple[tuple[str, tuple[int, ...], bool], int]]:
+        return list(zip(self._layout, self._sizes, strict=True))
+
+    def _initial_slack(
+        self, init: dict[str, Tensor], slack_init: float, template: bool, bound: float
+    ) -> Tensor:
+        """b of each emitted tensor: `slack_init` for constrained ones; free ones start at the
+        ICNN's init (`template`) or as an nn.Linear's default bias."""
+        parts = []
+        for (name, _, constrained), size in self._entries():
+            if constrained:
+                parts.append(torch.full((size,), slack_init))
+            elif template:
+                parts.append(init[name].reshape(-1))
+            else:
+                parts.append((torch.rand(size) * 2 - 1) * bound)
+        return torch.cat(parts)
 
     def use_training_split(self, train: Tensor) -> None:
         """The training split: the stochastic=false ablation pools all of it every step,
@@ -228,3 +221,22 @@ def _relu_mlp(dim_in: int, widths: tuple[int, ...], relu_last: bool = False) -> 
         dim_in = width
     # ours: the summary features stay linear; the authors' code keeps the last ReLU
     return nn.Sequential(*(layers if relu_last else layers[:-1]))
+
+
+def _check_options(
+    body: Any,
+    pool_norm: Any,
+    slack_init: Any,
+    emit: Any,
+    slack: Any,
+    condition: Any,
+    stochastic: Any,
+) -> None:
+    checks.choice("method.condition", condition, CONDITIONS)
+    checks.boolean("method.slack", slack)
+    checks.boolean("method.stochastic", stochastic)
+    if emit not in ("all", "constrained"):
+        raise ConfigError(f"method.emit={emit!r}; choose one of: all, constrained")
+    checks.int_list("method.body", body)
+    checks.boolean("method.pool_norm", pool_norm)
+    checks.number("method.slack_init", slack_init, minimum=-math.inf)
