@@ -69,6 +69,7 @@ class Timed:
     def __init__(self, job: Prepared) -> None:
         self.job = job
         self.stepper = TimedStepper(OneSeed(job.model, job.settings))
+        self.sampler_from = (0, 0)  # sampler and EBM step counts when timing began
 
     def steps(self, n: int) -> None:
         """`n` more steps with the loop's evaluation at the last (and its warm-up first)."""
@@ -93,9 +94,7 @@ def time_recipe(recipe: str, repeats: int, cache: Path) -> list[dict[str, Any]]:
     for one in timed.values():
         one.steps(300 if "authors" in recipe else 2)  # allocator, lazy init; a sampler
         one.stepper.clear()  # past its first, busiest steps
-        counts = getattr(one.job.model, "log_z_estimator", None)
-        if hasattr(counts, "counts"):
-            counts.counts.since_last()
+        one.sampler_from = _sampler_totals(one)
     for r in range(repeats):
         for method in list(METHODS[r % 3 :] + METHODS[: r % 3]):
             timed[method].steps(n)
@@ -120,11 +119,16 @@ def time_recipe(recipe: str, repeats: int, cache: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _sampler_steps(stepper) -> float:
+def _sampler_totals(one: Timed) -> tuple[int, int]:
+    """Sampler steps and EBM steps so far (learned-sampler log Z), else (0, 0)."""
+    counts = getattr(getattr(one.job.model, "log_z_estimator", None), "counts", None)
+    return (counts.total_steps, counts.total_ebm) if counts is not None else (0, 0)
+
+
+def _sampler_steps(one: Timed) -> float:
     """Mean sampler steps per EBM step while timed (learned-sampler log Z), else nan."""
-    estimator = getattr(stepper.job.model, "log_z_estimator", None)
-    counts = getattr(estimator, "counts", None)
-    return counts.steps / counts.ebm if counts is not None and counts.ebm else float("nan")
+    (steps, ebm), (steps_0, ebm_0) = _sampler_totals(one), one.sampler_from
+    return (steps - steps_0) / (ebm - ebm_0) if ebm > ebm_0 else float("nan")
 
 
 def startup_times(repeats: int = 3) -> dict[str, float]:
