@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from icnn_bench import io
+from icnn_bench.checkpoint import global_rng_state
 from icnn_bench.compose import compose
 from icnn_bench.loop import OneSeed, SeedRun, StackedSeeds, train_loop
 from icnn_bench.runner import Prepared, prepare, seed_config
@@ -70,14 +71,18 @@ class Timed:
         self.job = job
         self.stepper = TimedStepper(OneSeed(job.model, job.settings))
         self.sampler_from = (0, 0)  # sampler and EBM step counts when timing began
+        self.started = False
 
     def steps(self, n: int) -> None:
-        """`n` more steps with the loop's evaluation at the last (and its warm-up first)."""
+        """`n` more steps with the loop's evaluation at the last; the first block starts as a
+        run does (warm-up, step-0 evaluation), later ones continue where the last ended."""
         job = self.job
         settings = replace(job.settings, steps=n, eval_every=n, checkpoint_every=None)
         stream = job.target if job.stream else None
         run = SeedRun(job.model, job.split, settings, job.seed, [], job.evaluation_pool(), stream)
-        train_loop([run], self.stepper, settings)
+        going_on = _Continuing(run, self.stepper) if self.started else None
+        train_loop([run], self.stepper, settings, going_on)  # type: ignore[arg-type]
+        self.started = True
 
     @property
     def step_ms(self) -> list[float]:
@@ -86,6 +91,22 @@ class Timed:
     @property
     def eval_ms(self) -> list[float]:
         return [s * 1e3 for s in self.stepper.eval_s]
+
+
+class _Continuing:
+    """What train_loop reads of its checkpoints to continue a run instead of starting one
+    (no second warm-up, no step-0 evaluation); it saves nothing."""
+
+    def __init__(self, run: SeedRun, stepper: TimedStepper) -> None:
+        self.resume_from = {
+            "step": 0,
+            "seeds": [run.snapshot()],
+            "global_rng": global_rng_state(),
+            "stepper": stepper.state_dict(),
+        }
+
+    def due(self, step: int, steps: int) -> bool:
+        return False
 
 
 def time_recipe(recipe: str, repeats: int, cache: Path) -> list[dict[str, Any]]:
