@@ -251,6 +251,33 @@ def build_cpflow(
     return flow
 
 
+def build_ot(
+    config: dict[str, Any], target: Target, seed: int, train: Tensor | None = None
+) -> DensityModel:
+    """Two convex potentials for the W2 dual (psi: the map, phi: its conjugate's argmax),
+    each with its own constraint method of the configured kind."""
+    from icnn_bench.models.cpflow import PotentialBlock
+    from icnn_bench.models.transport import DualPotentials
+    from icnn_bench.targets.transport import TransportPair
+
+    if not isinstance(target, TransportPair):
+        raise ConfigError(
+            f"model=ot_dual needs a transport pair target (gaussian_pair, mixture_pair); "
+            f"got target {target.name!r}"
+        )
+    model_cfg = config["model"]
+    spec = spec_from_config(model_cfg, target.dim)
+    inner_steps = model_cfg.get("inner_steps", 10)
+    checks.integer("model.inner_steps", inner_steps)
+    inner_lr = model_cfg.get("inner_lr", 1e-3)
+    checks.number("model.inner_lr", inner_lr)
+    generator = _generator(seed)
+    with seeded_global_rng(seed):
+        psi = PotentialBlock(spec, _method(config, spec, generator))
+        phi = PotentialBlock(spec, _method(config, spec, generator))
+    return DualPotentials(psi, phi, target, inner_steps, inner_lr, seed)
+
+
 def build_maf(
     config: dict[str, Any], target: Target, seed: int, train: Tensor | None = None
 ) -> DensityModel:

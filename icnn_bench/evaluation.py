@@ -48,6 +48,9 @@ def validation_metrics(
     free of the validation split's noise)."""
     model.pin(pool)
     try:
+        own = model.own_metrics(split.val, target)
+        if own is not None:
+            return {f"val_{key}": value for key, value in own.items()}
         out = {"val_nll": float(-model.log_prob(split.val).mean())}
         grid = model.evaluation_grid(target) if target is not None else None
         if grid is not None:
@@ -63,8 +66,18 @@ def validation_metrics(
 
 @torch.no_grad()
 def evaluate(model: DensityModel, split: Split, target: Target) -> dict[str, Any]:
-    """Final metrics (the model already pinned): NLLs, and distances to the truth when known."""
+    """Final metrics (the model already pinned): NLLs, and distances to the truth when known;
+    a model with its own metrics (an OT map), those on the test and validation rows."""
     info = model.evaluation_info(target)
+    own = model.own_metrics(split.test, target)
+    if own is not None:
+        val = model.own_metrics(split.val, target) or {}
+        return {
+            **own,
+            **{f"val_{key}": value for key, value in val.items()},
+            **info,
+            "dead_frac": model.dead_fraction(),
+        }
     test_lp = model.log_prob(split.test)
     sample_se = float(test_lp.std() / math.sqrt(test_lp.numel()))
     out: dict[str, Any] = {
@@ -96,3 +109,12 @@ def evaluate(model: DensityModel, split: Split, target: Target) -> dict[str, Any
         if truth is not None:
             out.update(grid_divergences(truth, fitted, log_cell))
     return out
+
+
+def validation_value(row: dict[str, Any]) -> float | None:
+    """The one validation number of an evaluation row or result: the NLL of a density, the
+    L2-UVP of an OT map (what a sweeper minimises and a progress bar shows)."""
+    for key in ("val_nll", "val_l2_uvp"):
+        if row.get(key) is not None:
+            return float(row[key])
+    return None

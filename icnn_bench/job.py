@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from icnn_bench import registry, runner
 from icnn_bench.command_line import first_line
 from icnn_bench.errors import ConfigError
+from icnn_bench.evaluation import validation_value
 from icnn_bench.run_folder import RECORD_FILES
 from icnn_bench.sinks.base import Sink
 from icnn_bench.sinks.console import ConsoleSink
@@ -103,9 +104,9 @@ def _run_task(cfg: DictConfig, hydra_cfg: Any, sweep: SweepState) -> float | Non
         print(f"run folder: {run_dir}")
         if result["status"] != "ok":
             sys.exit(1)
-    value = result.get("val_nll")
+    value = validation_value(result)
     # the objective a sweeper (e.g. optuna) minimises: a run that did not finish is worst
-    return float(value) if result["status"] == "ok" and value is not None else math.inf
+    return value if result["status"] == "ok" and value is not None else math.inf
 
 
 def hydra_records(cfg: DictConfig, hydra_cfg: Any) -> dict[str, str]:
@@ -141,7 +142,8 @@ def _run_seeds(
         print(f"run folders: {job_dir}/seed*")
         if any(r["status"] != "ok" for r in results):
             sys.exit(1)
-    values = [r["val_nll"] for r in results if r["status"] == "ok" and r.get("val_nll")]
+    values = [validation_value(r) for r in results if r["status"] == "ok"]
+    values = [v for v in values if v is not None]
     return sum(values) / len(values) if values and len(values) == len(results) else math.inf
 
 

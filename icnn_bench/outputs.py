@@ -14,7 +14,7 @@ from torch import Tensor
 from icnn_bench import io
 from icnn_bench.log_z.quadrature import midpoint_grid
 from icnn_bench.models.base import DensityModel
-from icnn_bench.run_folder import DENSITY, DWELL, SAMPLES, SAMPLES_CSV, WEIGHTS
+from icnn_bench.run_folder import DENSITY, DWELL, SAMPLES, SAMPLES_CSV, TRANSPORT_MAP, WEIGHTS
 from icnn_bench.targets import Split, Target
 
 
@@ -38,6 +38,11 @@ def save_model(model: DensityModel, run_dir: Path, target: Target, split: Split)
         io.write_csv(run_dir / DENSITY, density_table(model, target, split.train.cpu()))
     if target.can_decode and model.can_sample:
         write_decoded_samples(model, target, split, run_dir)
+    if target.dim == 2:
+        rows = split.test[:400]
+        mapped = model.map_pairs(rows, target)
+        if mapped is not None:
+            io.write_csv(run_dir / TRANSPORT_MAP, mapped)
 
 
 def write_flow_samples(model: DensityModel, run_dir: Path, seed: int) -> None:

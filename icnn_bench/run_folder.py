@@ -39,6 +39,7 @@ DWELL = "dwell.csv"  # softplus-type methods: survival of shoulder spells
 DENSITY = "density.csv"  # 1-D: x, model[, target]; 2-D: x, y, model[, target, data]
 SAMPLES = "samples.png"  # decoded samples next to real data (targets that can decode)
 SAMPLES_CSV = "samples.csv"  # flows in 1-D/2-D: draws by inverting the flow
+TRANSPORT_MAP = "transport_map.csv"  # OT in 2-D: x, y, the learned and the true map's images
 FIGURE = "run.png"  # a single run's own picture
 ERROR_LOG = "error.txt"  # the traceback of an unexpected error
 CHECKPOINT = "checkpoint.pt"  # what a run resumes from (a stacked cell's: in its job folder)

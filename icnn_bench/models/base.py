@@ -53,9 +53,19 @@ class DensityModel(nn.Module, ABC):
 
     # -- optional capabilities (defaults: not there) --------------------------------------
 
+    def own_metrics(self, rows: Tensor, target: Any) -> dict[str, float] | None:
+        """For a model that is not a density (an OT map): its metrics on data rows, in place
+        of the NLLs (validation ones get a `val_` prefix). None: a density, scored by NLL."""
+        return None
+
     def evaluation_info(self, target: Any) -> dict[str, Any]:
         """Extra final metrics (e.g. the log Z estimate and its standard error)."""
         return {}
+
+    def map_pairs(self, rows: Tensor, target: Any) -> Any:
+        """For a transport model: a table of rows x, their learned images and true images (for
+        pictures); None for a density."""
+        return None
 
     def evaluation_grid(self, target: Any) -> tuple[Tensor, float] | None:
         """Equal-cell nodes on the target's box (d <= 2) for grid metrics, and log cell volume."""

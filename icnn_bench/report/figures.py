@@ -237,17 +237,22 @@ def _known(curves: pd.DataFrame, metric: str) -> pd.Series:
 
 
 def loss_figure(curves: pd.DataFrame, path: Path) -> list[Path | None]:
-    """The gap between methods, each target drawn once, in the first of: KL to the truth on
+    """The gap between methods, each target drawn once, in the first of: an OT map's L2-UVP;
+    KL to the truth on
     the grid (log axis); validation NLL minus the target's entropy where that is known
     (`<path>_nll_entropy.png` after a grid figure); else validation NLL minus the panel's best
     final value (`<path>_nll.png` after either). The first figure made takes `path`."""
     if curves.empty:
         return []
-    grid = _known(curves, "kl")
-    entropy = _known(curves, "nll_minus_entropy") & ~grid
-    rest = ~grid & ~entropy
+    transport = _known(curves, "val_l2_uvp")  # OT maps: scored by their map, not an NLL
+    grid = _known(curves, "kl") & ~transport
+    entropy = _known(curves, "nll_minus_entropy") & ~grid & ~transport
+    rest = ~grid & ~entropy & ~transport
     band = "line: median over seeds, band: inter-quartile range"
     kinds = [
+        (transport, "", dict(metric="val_l2_uvp", ylabel="L2-UVP (%), validation", log_y=True,
+                             caption="L2-UVP of the learned map against the true OT map on the "
+                             f"validation draws of P at each evaluation; {band}")),
         (grid, "", dict(metric="kl", ylabel="KL(target ‖ model), grid", log_y=True,
                         caption="KL on the quadrature grid at each evaluation (exact up to the "
                         f"grid); {band}")),

@@ -14,6 +14,9 @@ from icnn_bench.report.stats import LEVEL, paired_difference, t_interval, verdic
 
 # (column in result.json, heading); lower is better for all of them.
 METRICS: list[tuple[str, str]] = [
+    ("l2_uvp", "L2-UVP of the learned OT map, % of Var(Q) (Korotin et al. 2021)"),
+    ("cos_gap", "1 − cosine similarity of T − id and T* − id in L2(P)"),
+    ("w2_rel_err", "Relative error of W2² estimated by the learned map"),
     ("kl", "KL(target ‖ model) on the evaluation grid, nats"),
     ("tv", "Total variation on the evaluation grid"),
     ("tv_authors", "Total variation on the paper authors' grid (8000 points over their window)"),
@@ -22,6 +25,9 @@ METRICS: list[tuple[str, str]] = [
     ("kl_mc", "Test NLL − entropy, nats (sample estimate of KL; ±1/√n_test noise)"),
 ]
 SHORT_NAMES = {
+    "l2_uvp": "L2-UVP %",
+    "cos_gap": "1 − cos",
+    "w2_rel_err": "W2² rel. error",
     "kl": "KL",
     "tv": "TV",
     "tv_authors": "TV (authors' grid)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from tqdm import tqdm
 
 from icnn_bench.errors import ConfigError
+from icnn_bench.evaluation import validation_value
 from icnn_bench.sinks.base import Sink
 from icnn_bench.sweep_state import SweepState
 
@@ -51,7 +53,7 @@ class ConsoleSink(Sink):
             self._step = step
             self._bar.set_postfix(
                 train_loss=f"{row.get('train_loss', float('nan')):.4f}",
-                val_nll=f"{row['val_nll']:.4f}",
+                val=f"{validation_value(row) or math.nan:.4f}",
             )
 
     def finish(self, result: dict[str, Any]) -> None:
@@ -73,6 +75,10 @@ def summary_line(result: dict[str, Any], swept: dict[str, Any] | None = None) ->
     if swept:
         label += " " + " ".join(f"{k}={v}" for k, v in swept.items())
     status = result.get("status")
+    if status == "ok" and result.get("l2_uvp") is not None:  # an OT map
+        parts = [f"L2-UVP {_fmt(result['l2_uvp'])}%", f"1-cos {_fmt(result.get('cos_gap'))}"]
+        speed = f"{result.get('wall_s', 0):.1f} s, {result.get('steps_per_s', 0):.0f} steps/s"
+        return f"{label:<28} ok       {'  '.join(parts)}  ({speed})"
     if status == "ok":
         parts = [f"test NLL {_fmt(result.get('test_nll'))}"]
         if result.get("kl") is not None:
