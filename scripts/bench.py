@@ -390,6 +390,7 @@ Every step and evaluation is the package's own training loop (`train_loop` with 
 stepper, wrapped by `icnn_bench.timing.TimedStepper`): zero_grad, loss and backward, gradient
 clipping, the finite check, fused Adam, projection, the learning-rate schedule.
 
+- Date: {time.strftime("%Y-%m-%d")}
 - Machine: {machine_description()}
 - Load average (1, 5, 15 min) at start: {load_start}; at end: {load_average()}
 - Command: `{command}`

@@ -142,6 +142,7 @@ class DualPotentials(DensityModel):
     def log_prob(self, x: Tensor) -> Tensor:
         raise NotImplementedError("an OT model has no density; it is scored by its map")
 
+    @torch.no_grad()
     def own_metrics(self, rows: Tensor, target: Any) -> dict[str, float]:
         """L2-UVP (Korotin et al. 2021: 100 E_P|T(x) - T*(x)|^2 / Var Q), 1 - cos between T - id
         and T* - id in L2(P), and the relative error of W2^2 estimated as E_P|T(x) - x|^2."""

@@ -33,6 +33,7 @@ from icnn_bench.report.figures import (
     dwell_figure,
     heatmap_figure,
     loss_figure,
+    transport_figure,
     with_entropy_gap,
 )
 from icnn_bench.report.ranks import Leaderboard, leaderboard, leaderboard_markdown
@@ -98,8 +99,8 @@ def make_report(
 
 def redraw(folder: Path, out_dir: Path | None = None, under_test: str | None = None) -> Report:
     """The tables and figures of a report folder drawn again from its compact run data
-    (runs.csv, curves.csv.gz, densities.csv.gz, dwell.csv.gz): no run folders needed. A
-    folder with a runs.csv only (made before reports kept their run data) gets its tables
+    (runs.csv, curves.csv.gz, densities.csv.gz, dwell.csv.gz, transport_maps.csv.gz): no run
+    folders needed. A folder with a runs.csv only (made before reports kept their run data) gets its tables
     rebuilt; its figures stay as they were drawn."""
     folder = Path(folder)
     runs_path = folder / "runs.csv"
@@ -191,6 +192,7 @@ def write_report(
             "the projection the evaluated model gets)",
         ),
         density_figure(runs, out_dir / "densities.png", store),
+        transport_figure(runs, out_dir / "transport_maps.png", store),
         heatmap_figure(runs, out_dir / "densities_2d.png", store),
         dimension_figure(
             runs.assign(run=written[RUN].to_numpy()),
@@ -246,6 +248,7 @@ FIGURES = (  # every figure a report may draw (one it cannot draw this time is r
     "dead_fraction.png",
     "densities.png",
     "densities_2d.png",
+    "transport_maps.png",
     "by_dimension.png",
     "shoulder_dwell.png",
     "cd_diagram.png",

@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from icnn_bench.errors import DataError
-from icnn_bench.run_folder import DENSITY, DWELL, read_table
+from icnn_bench.run_folder import DENSITY, DWELL, TRANSPORT_MAP, read_table
 
 CURVES = "curves.csv.gz"  # every metrics.csv row of every run, with its run's name
 DENSITIES = "densities.csv.gz"  # every run's density.csv (d <= 2)
+TRANSPORT_MAPS = "transport_maps.csv.gz"  # every 2-D OT run's transport_map.csv
 DWELLS = "dwell.csv.gz"  # every run's dwell.csv
 RUN = "run"  # the key column: a run folder's path relative to the sweep folder
 
@@ -26,6 +27,9 @@ class RunFiles:
     def dwell(self, run_dir: str) -> pd.DataFrame | None:
         return read_table(Path(run_dir), DWELL)
 
+    def transport_map(self, run_dir: str) -> pd.DataFrame | None:
+        return read_table(Path(run_dir), TRANSPORT_MAP)
+
 
 class CompactFiles(RunFiles):
     """The same tables from a report folder's compact copies (keyed by run name); a copy
@@ -33,13 +37,17 @@ class CompactFiles(RunFiles):
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._tables = {name: _grouped(self.folder / name) for name in (DENSITIES, DWELLS)}
+        names = (DENSITIES, DWELLS, TRANSPORT_MAPS)
+        self._tables = {name: _grouped(self.folder / name) for name in names}
 
     def density(self, run_dir: str) -> pd.DataFrame | None:
         return self._tables[DENSITIES].get(_name(self.folder, run_dir))
 
     def dwell(self, run_dir: str) -> pd.DataFrame | None:
         return self._tables[DWELLS].get(_name(self.folder, run_dir))
+
+    def transport_map(self, run_dir: str) -> pd.DataFrame | None:
+        return self._tables[TRANSPORT_MAPS].get(_name(self.folder, run_dir))
 
 
 def write_compact(
@@ -58,7 +66,8 @@ def write_compact(
         written.append(path)
     files = RunFiles()
     ok = runs[runs["status"] == "ok"]
-    for file_name, read in ((DENSITIES, files.density), (DWELLS, files.dwell)):
+    readers = ((DENSITIES, files.density), (DWELLS, files.dwell))
+    for file_name, read in (*readers, (TRANSPORT_MAPS, files.transport_map)):
         tables = []
         for run_dir in ok["run_dir"]:
             table = read(run_dir)
