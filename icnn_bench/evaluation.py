@@ -111,10 +111,19 @@ def evaluate(model: DensityModel, split: Split, target: Target) -> dict[str, Any
     return out
 
 
-def validation_value(row: dict[str, Any]) -> float | None:
-    """The one validation number of an evaluation row or result: the NLL of a density, the
-    L2-UVP of an OT map (what a sweeper minimises and a progress bar shows)."""
-    for key in ("val_nll", "val_l2_uvp"):
+VALIDATION_KEYS = ("val_nll", "val_l2_uvp")
+
+
+def validation_metric(row: dict[str, Any]) -> dict[str, float] | None:
+    """The one validation number of an evaluation row or result, by name: the NLL of a
+    density, the L2-UVP of an OT map (what a sweeper minimises and a progress bar shows)."""
+    for key in VALIDATION_KEYS:
         if row.get(key) is not None:
-            return float(row[key])
+            return {key: float(row[key])}
     return None
+
+
+def validation_value(row: dict[str, Any]) -> float | None:
+    """The value of `validation_metric`, or None."""
+    metric = validation_metric(row)
+    return next(iter(metric.values())) if metric else None

@@ -41,9 +41,13 @@ def compose_config(*overrides: str, hydra: bool = False):
     return OmegaConf.create(compose(overrides))
 
 
+# options that only build with a partner from another group
+PARTNER = {("model", "ot_dual"): ["target=gaussian_pair"]}
+
+
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_config_option_composes_and_builds(group, option):
-    cfg = compose_config(f"{group}={option}")
+    cfg = compose_config(f"{group}={option}", *PARTNER.get((group, option), []))
     config = OmegaConf.to_container(cfg, resolve=True)
     if group in ("target", "method", "model", "logger"):
         assert config[group]["name"] == option

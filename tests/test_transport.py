@@ -78,7 +78,8 @@ def test_only_psi_is_the_loops_and_a_penalty_stays_on_its_own_network(tiny_confi
     batch = pair.sample(64, seed=0)
     model.loss_backward(batch)
     assert all(p.grad is None for p in model.phi.parameters())  # phi learns in its inner steps
-    assert any(not torch.equal(a, b) for a, b in zip(phi_before, model.phi.parameters()))
+    changed = zip(phi_before, model.phi.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in changed)
     assert any(p.grad is not None for p in model.psi.parameters())
 
 

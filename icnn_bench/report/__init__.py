@@ -100,8 +100,8 @@ def make_report(
 def redraw(folder: Path, out_dir: Path | None = None, under_test: str | None = None) -> Report:
     """The tables and figures of a report folder drawn again from its compact run data
     (runs.csv, curves.csv.gz, densities.csv.gz, dwell.csv.gz, transport_maps.csv.gz): no run
-    folders needed. A folder with a runs.csv only (made before reports kept their run data) gets its tables
-    rebuilt; its figures stay as they were drawn."""
+    folders needed. A folder with a runs.csv only (made before reports kept their run data) gets
+    its tables rebuilt; its figures stay as they were drawn."""
     folder = Path(folder)
     runs_path = folder / "runs.csv"
     if not runs_path.exists():

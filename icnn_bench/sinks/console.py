@@ -10,7 +10,7 @@ from typing import Any
 from tqdm import tqdm
 
 from icnn_bench.errors import ConfigError
-from icnn_bench.evaluation import validation_value
+from icnn_bench.evaluation import validation_metric
 from icnn_bench.sinks.base import Sink
 from icnn_bench.sweep_state import SweepState
 
@@ -51,10 +51,9 @@ class ConsoleSink(Sink):
             step = int(row["step"])
             self._bar.update(step - self._step)
             self._step = step
-            self._bar.set_postfix(
-                train_loss=f"{row.get('train_loss', float('nan')):.4f}",
-                val=f"{validation_value(row) or math.nan:.4f}",
-            )
+            shown = {"train_loss": row.get("train_loss", math.nan)}
+            shown.update(validation_metric(row) or {})
+            self._bar.set_postfix({key: f"{value:.4f}" for key, value in shown.items()})
 
     def finish(self, result: dict[str, Any]) -> None:
         if self._bar is not None:
