@@ -66,6 +66,26 @@ def test_rotated_product_in_two_dimensions_integrates_to_one():
     assert float(target.log_prob(grid).exp().sum() * cell) == pytest.approx(1.0, abs=2e-3)
 
 
+def test_the_authors_2d_target_is_their_shifted_gamma_times_a_narrow_gaussian():
+    target = build_target("gamma_gaussian_2d", {})
+    x = target.sample(100_000, seed=2).double()
+    # Gamma(2, 1) - 3: mean -1, variance 2; N(0, 0.5^2); independent
+    assert x.mean(0).tolist() == pytest.approx([-1.0, 0.0], abs=0.02)
+    assert x.var(0).tolist() == pytest.approx([2.0, 0.25], rel=0.03)
+    assert abs(float(torch.corrcoef(x.T)[0, 1])) < 0.01
+    log_p = target.log_prob(x)
+    se = float(log_p.std()) / math.sqrt(len(log_p))
+    assert float(-log_p.mean()) == pytest.approx(target.entropy(), abs=5 * se)
+    (x0, x1), (y0, y1) = target.box()
+    assert x0 == -3.0 and float(x.min(0).values[0]) >= -3.0  # the support starts at the shift
+    xs = torch.linspace(x0, x1, 1500, dtype=torch.float64)
+    ys = torch.linspace(y0, y1, 600, dtype=torch.float64)
+    cell = (xs[1] - xs[0]) * (ys[1] - ys[0])
+    mass = target.log_prob(torch.cartesian_prod(xs, ys)).exp().sum() * cell
+    assert float(mass) == pytest.approx(1.0, abs=3e-3)
+    assert target.log_prob(torch.tensor([[-3.5, 0.0]])).item() == -math.inf
+
+
 def test_unknown_factor_is_a_one_line_error():
     with pytest.raises(TargetError, match="factors=\\['cauchy'\\]"):
         build_target("rotated_product", {"factors": ["cauchy"]})

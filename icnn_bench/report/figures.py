@@ -275,47 +275,68 @@ def loss_figure(curves: pd.DataFrame, path: Path) -> list[Path | None]:
 
 
 def transport_figure(runs: pd.DataFrame, path: Path, store: RunFiles | None = None) -> Path | None:
-    """2-D OT pairs, one row per pair and a panel per method (lowest finished seed): draws of
+    """2-D OT pairs, a panel per method (lowest finished seed), at most five to a row: draws of
     P (grey), their true images T*(x) (black) and the learned ones (colour), with a segment
-    from each true image to the learned one (the map's error)."""
+    from each true image to the learned one (the map's error). The frame is the truth's, so a
+    map that throws points far away does not shrink the others; the title counts those."""
     store = store or RunFiles()
     maps = {}
     for run in runs[runs["status"] == "ok"].sort_values("seed").itertuples():
         table = store.transport_map(run.run_dir)
         if table is not None:
-            maps.setdefault((run.target, run.method), (run.seed, table))
+            uvp = getattr(run, "l2_uvp", math.nan)
+            maps.setdefault((run.target, run.method), (run.seed, uvp, table))
     if not maps:
         return None
     targets = sorted({t for t, _ in maps}, key=natural_key)
     methods = method_order({m for _, m in maps})
+    columns = min(5, len(methods))
+    rows_per_target = math.ceil(len(methods) / columns)
     fig, axes = plt.subplots(
-        len(targets), len(methods), figsize=(2.4 * len(methods), 2.5 * len(targets)),
-        squeeze=False, layout="constrained", sharex="row", sharey="row",
+        len(targets) * rows_per_target, columns,
+        figsize=(2.6 * columns, 2.7 * len(targets) * rows_per_target),
+        squeeze=False, layout="constrained",
     )  # fmt: skip
-    for row, target in enumerate(targets):
-        for column, method in enumerate(methods):
-            ax = axes[row][column]
-            ax.set_xticks([]), ax.set_yticks([])
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for t, target in enumerate(targets):
+        for k, method in enumerate(methods):
             if (target, method) not in maps:
-                ax.set_axis_off()
                 continue
-            seed, table = maps[(target, method)]
+            ax = axes[t * rows_per_target + k // columns][k % columns]
+            ax.set_axis_on()
+            ax.set_xticks([]), ax.set_yticks([])
+            seed, uvp, table = maps[(target, method)]
+            colour = _colour(method, k)
             ax.scatter(table["x"], table["y"], s=2, color="0.8", label="P")
             ax.scatter(table["tx"], table["ty"], s=2, color="black", label="T*(x)")
-            ax.scatter(table["mx"], table["my"], s=2, color=_colour(method, column),
-                       label="learned T(x)")  # fmt: skip
+            ax.scatter(table["mx"], table["my"], s=2, color=colour, label="learned T(x)")
             shown = table.head(120)
             for a, b, c, d in zip(shown["tx"], shown["ty"], shown["mx"], shown["my"], strict=True):
-                ax.plot([a, c], [b, d], color=_colour(method, column), lw=0.5, alpha=0.7)
-            ax.set_title(f"{method} (seed {seed})", fontsize=8)
-            if column == 0:
+                ax.plot([a, c], [b, d], color=colour, lw=0.5, alpha=0.7)
+            (x0, x1), (y0, y1) = (
+                _padded_range(table[[a, b]]) for a, b in (("x", "tx"), ("y", "ty"))
+            )
+            ax.set_xlim(x0, x1), ax.set_ylim(y0, y1)
+            outside = ~(table["mx"].between(x0, x1) & table["my"].between(y0, y1))
+            title = f"{method} (seed {seed})\nL2-UVP {uvp:.3g}%"
+            if outside.any():
+                title += f", {int(outside.sum())}/{len(table)} off frame"
+            ax.set_title(title, fontsize=8)
+            if k % columns == 0:
                 ax.set_ylabel(short_label(target), fontsize=8)
-    axes[0][0].legend(fontsize=6, markerscale=3, loc="best")
+    next(ax for ax in axes.flat if ax.axison).legend(fontsize=6, markerscale=3, loc="best")
     fig.suptitle("2-D OT: P (grey), true images T*(x) (black), learned T(x) (colour); "
                  "segments: error of 120 points", fontsize=9)  # fmt: skip
     io.save_figure(path, fig)
     plt.close(fig)
     return path
+
+
+def _padded_range(values: pd.DataFrame, pad: float = 0.15) -> tuple[float, float]:
+    low, high = float(values.min().min()), float(values.max().max())
+    margin = pad * (high - low or 1.0)
+    return low - margin, high + margin
 
 
 def density_figure(runs: pd.DataFrame, path: Path, store: RunFiles | None = None) -> Path | None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.distributions as D
 from torch import Tensor
 
 from icnn_bench.targets.base import Target, TargetError, seeded_sample
-from icnn_bench.targets.univariate import UNIVARIATE, Univariate
+from icnn_bench.targets.univariate import UNIVARIATE, Univariate, gamma, gaussian
 
 
 def _check_dim(name: str, dim: int) -> None:
@@ -97,6 +98,41 @@ class RotatedProduct(Target):
             (float(lo), float(hi))
             for lo, hi in zip(rotated.min(0).values, rotated.max(0).values, strict=True)
         ]
+
+
+class GammaTimesGaussian(Target):
+    """The paper authors' 2-D EBM target: x ~ Gamma(concentration, rate) + shift, independent
+    of y ~ N(0, sigma_y^2); log-concave for concentration >= 1, exact density and entropy."""
+
+    name = "gamma_gaussian_2d"
+    dim = 2
+
+    def __init__(
+        self,
+        concentration: float = 2.0,
+        rate: float = 1.0,
+        shift: float = -3.0,
+        sigma_y: float = 0.5,
+    ) -> None:
+        if not (isinstance(shift, int | float) and math.isfinite(shift)):
+            raise TargetError(f"target {self.name}: shift={shift!r} must be a finite number")
+        self.shift = float(shift)
+        self.x_factor = gamma(concentration, rate)
+        self.y_factor = gaussian(0.0, sigma_y)
+
+    def sample(self, n: int, seed: int) -> Tensor:
+        x = self.x_factor.sample(n, seed * 1009) + self.shift
+        return torch.cat([x, self.y_factor.sample(n, seed * 1009 + 1)], dim=1)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return self.x_factor.log_prob(x[:, 0] - self.shift) + self.y_factor.log_prob(x[:, 1])
+
+    def entropy(self) -> float:
+        return self.x_factor.entropy() + self.y_factor.entropy()
+
+    def box(self) -> list[tuple[float, float]]:
+        (x_lo, x_hi), y_box = self.x_factor.box()[0], self.y_factor.box()[0]
+        return [(x_lo + self.shift, x_hi + self.shift), y_box]
 
 
 def correlated_gaussian(dim: int = 4, rho: float = 0.6) -> CorrelatedGaussian:
