@@ -106,6 +106,10 @@ def spec_from_config(model_cfg: dict[str, Any], dim: int) -> ICNNSpec:
 # ---------------------------------------------------------------- log Z
 
 
+# an estimator named by log_z.estimator=... keeps the settings of the group it replaced
+_GROUP_HINT = " (choose an estimator by its group, e.g. log_z=importance, not log_z.estimator=)"
+
+
 def log_z_from_config(
     log_z_cfg: dict[str, Any] | None, target: Target, train: Tensor | None = None, seed: int = 0
 ):
@@ -136,7 +140,7 @@ def log_z_from_config(
     try:
         return QuadratureLogZ(box, **cfg)
     except TypeError as error:
-        raise ConfigError(f"log_z (quadrature): {error}") from None
+        raise ConfigError(f"log_z (quadrature): {error}{_GROUP_HINT}") from None
 
 
 def _learned_from_config(cfg: dict[str, Any], target: Target, seed: int):
@@ -151,7 +155,7 @@ def _learned_from_config(cfg: dict[str, Any], target: Target, seed: int):
     try:
         return LearnedSamplerLogZ(target.dim, reference=reference, seed=seed, **cfg)
     except TypeError as error:
-        raise ConfigError(f"log_z (learned_sampler): {error}") from None
+        raise ConfigError(f"log_z (learned_sampler): {error}{_GROUP_HINT}") from None
 
 
 def _importance_from_config(cfg: dict[str, Any], target: Target, train: Tensor | None, seed: int):
@@ -174,7 +178,7 @@ def _importance_from_config(cfg: dict[str, Any], target: Target, train: Tensor |
     try:
         return ImportanceLogZ(sampler, seed=seed, **cfg)
     except TypeError as error:
-        raise ConfigError(f"log_z (importance): {error}") from None
+        raise ConfigError(f"log_z (importance): {error}{_GROUP_HINT}") from None
 
 
 # ---------------------------------------------------------------- models

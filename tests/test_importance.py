@@ -8,6 +8,9 @@ import pytest
 import torch
 
 from icnn_bench import load_run
+from icnn_bench.build import log_z_from_config
+from icnn_bench.compose import compose
+from icnn_bench.errors import ConfigError
 from icnn_bench.log_z.importance import GaussianProposal, ImportanceLogZ, NonFiniteWeights
 from icnn_bench.log_z.quadrature import QuadratureLogZ
 from icnn_bench.runner import run
@@ -174,3 +177,13 @@ def test_importance_sampling_can_be_forced_in_1d(tiny_config, tmp_path):
     assert result["status"] == "ok", result["error"]
     assert result["log_z_estimator"] == "importance" and result["log_z_se"] > 0
     assert (tmp_path / "density.csv").exists()
+
+
+def test_an_estimator_named_by_key_says_to_choose_it_by_its_group():
+    # log_z.estimator=importance keeps the quadrature settings of the default group
+    config = compose(["log_z.estimator=importance"])
+    target = build_target("rotated_product", {"dim": 3})
+    with pytest.raises(ConfigError, match=r"train_rule.*log_z=importance"):
+        log_z_from_config(config["log_z"], target, target.sample(100, 0))
+    chosen = compose(["log_z=importance"])
+    assert log_z_from_config(chosen["log_z"], target, target.sample(100, 0)) is not None
