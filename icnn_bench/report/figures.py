@@ -412,10 +412,12 @@ def heatmap_figure(runs: pd.DataFrame, path: Path, store: RunFiles | None = None
         extent = (first["x"].min(), first["x"].max(), first["y"].min(), first["y"].max())
         images = [_data_panel(first, runs, target, side)]
         images += [(f"{m} (seed {s})", t["model"]) for m, (s, t) in tables.items()]
+        window = _mass_window(first, images[0][1], side)
         for ax, (title, values) in zip(row, images, strict=False):
             if values is not None:
                 grid = np.asarray(values).reshape(side, side).T  # rows = y
                 panels.append((ax, grid, extent))
+            ax.set_xlim(window[:2]), ax.set_ylim(window[2:])
             ax.set_title(title, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -428,12 +430,31 @@ def heatmap_figure(runs: pd.DataFrame, path: Path, store: RunFiles | None = None
     norm = matplotlib.colors.PowerNorm(gamma=0.5, vmin=0, vmax=top)
     image = None
     for ax, grid, extent in panels:
-        image = ax.imshow(grid, origin="lower", extent=extent, cmap="magma", norm=norm)
+        image = ax.imshow(
+            grid, origin="lower", extent=extent, cmap="magma", norm=norm, aspect="auto"
+        )
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label="density (square-root scale)")
     io.save_figure(path, fig)
     plt.close(fig)
     return path
+
+
+def _mass_window(table: pd.DataFrame, data, side: int) -> tuple[float, float, float, float]:
+    """Where the picture is: the part of the grid holding the truth's mass (else the data's),
+    so that a wide quadrature box does not shrink the target to a corner."""
+    reference = table.get("target", data)
+    xs, ys = np.unique(table["x"]), np.unique(table["y"])
+    if reference is None:
+        return xs[0], xs[-1], ys[0], ys[-1]
+    grid = np.nan_to_num(np.asarray(reference, dtype=float).reshape(side, side))  # [x, y]
+    shown = grid > 1e-3 * grid.max() if grid.max() > 0 else np.ones_like(grid, dtype=bool)
+    cols, rows = np.flatnonzero(shown.any(1)), np.flatnonzero(shown.any(0))
+    pad_x, pad_y = 2 * (xs[1] - xs[0]), 2 * (ys[1] - ys[0])
+    return (
+        max(xs[0], xs[cols[0]] - pad_x), min(xs[-1], xs[cols[-1]] + pad_x),
+        max(ys[0], ys[rows[0]] - pad_y), min(ys[-1], ys[rows[-1]] + pad_y),
+    )  # fmt: skip
 
 
 def _data_panel(table: pd.DataFrame, runs: pd.DataFrame, target: str, side: int):
