@@ -4,6 +4,7 @@ all cores (joblib), its report into results/<name>, and a table of wall time per
     python scripts/reproduce.py                      # everything (exact, then authors' regime)
     python scripts/reproduce.py --regime exact       # the exact-regime tables only
     python scripts/reproduce.py --only paper_1d      # one table
+    python scripts/reproduce.py --field              # also the leaderboards, OT, authors_2d, ...
     python scripts/reproduce.py --dry-run            # the commands, without running them
 
 Resumable like any sweep: run the same command again and finished runs are kept, the others
@@ -46,6 +47,31 @@ TABLES = [
     Table("paper_tabular_cpflow", "exact", ("experiment=paper_tabular_cpflow",)),
     Table("paper_1d_authors", "authors", ("experiment=paper_1d", "regime=authors")),
     Table("paper_ablation_authors", "authors", ("experiment=paper_ablation_authors",)),
+]
+# beyond the paper's tables: the leaderboards and the ICNN's other jobs, each with the overrides
+# its results/ README gives (the committed subsets of the larger presets)
+FIELD_TABLES = [
+    Table("leaderboard_1d", "exact", ("experiment=leaderboard_1d",)),
+    Table("leaderboard_1d_authors", "authors", ("experiment=leaderboard_1d_authors",)),
+    Table("leaderboard_latents", "exact", ("experiment=leaderboard_latents",)),
+    Table("leaderboard_cpflow_toy", "exact", ("experiment=leaderboard_cpflow_toy",)),
+    Table("leaderboard_mnist", "exact", ("experiment=leaderboard_mnist",)),
+    Table("authors_2d", "exact", ("experiment=authors_2d",)),
+    Table(
+        "authors_tabular",
+        "exact",
+        ("experiment=authors_tabular", "model.width=128", "trainer.steps=2000"),
+    ),
+    Table(
+        "leaderboard_ot_gaussian",
+        "exact",
+        ("experiment=ot_gaussian", "target.params.dim=2,8,32", "trainer.steps=1000"),
+    ),
+    Table(
+        "leaderboard_ot_mixture",
+        "exact",
+        ("experiment=ot_mixture", "target.params.dim=2,8", "trainer.steps=1000"),
+    ),
 ]
 # the exact regime with one of the authors' differences switched on (regime comparison), each
 # swept exactly as results/regime_comparison's README says (3 seeds; the evaluation-batch
@@ -109,6 +135,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel jobs")
     parser.add_argument("--regime", choices=("exact", "authors", "all"), default="all")
     parser.add_argument("--only", default=None, help="comma-separated table names")
+    parser.add_argument(
+        "--field", action="store_true",
+        help="also the tables beyond the paper's (leaderboards, OT, authors_2d, MNIST, tabular)",
+    )  # fmt: skip
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every sweep")
     parser.add_argument("--force", action="store_true", help="replace finished reports")
     parser.add_argument(
@@ -119,7 +149,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
-    known = [t.name for t in TABLES] + ["regime_comparison"]
+    known = [t.name for t in TABLES + FIELD_TABLES] + ["regime_comparison"]
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: give at least 1")
     for name in (args.only or "").split(","):
@@ -206,8 +236,12 @@ def run_concurrently(sweeps: list[Sweep], args: argparse.Namespace, launcher: li
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     only = set(args.only.split(",")) if args.only else None
+    named_field = bool(only and only & {t.name for t in FIELD_TABLES})
+    candidates = TABLES + (FIELD_TABLES if args.field or named_field else [])
     tables = [
-        t for t in TABLES if (args.regime in ("all", t.regime)) and (only is None or t.name in only)
+        t
+        for t in candidates
+        if (args.regime in ("all", t.regime)) and (only is None or t.name in only)
     ]
     refused = refused_reports(args, [t.name for t in tables])
     if refused:

@@ -47,6 +47,15 @@ def test_the_dry_run_lists_every_table():
                  "paper_ablation_authors"):  # fmt: skip
         assert f"| {name} |" in done.stdout
     assert "regime_comparison.py" in done.stdout
+    assert "leaderboard_mnist" not in done.stdout  # the field's tables only when asked
+    field = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--field", "--regime", "exact"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert field.returncode == 0, field.stderr[-2000:]
+    for name in ("leaderboard_1d", "leaderboard_mnist", "authors_2d", "leaderboard_ot_mixture"):
+        assert f"| {name} |" in field.stdout
+    assert "| leaderboard_1d_authors |" not in field.stdout  # --regime still filters
 
 
 def test_the_gpu_check_runs_on_a_cpu_in_ci_size(tmp_path):
