@@ -497,3 +497,19 @@ def test_a_sweep_over_a_list_valued_setting_reads_back_typed(tmp_path):
     assert again.n_runs == 4
     reread = label_variants(collect_runs(tmp_path))
     assert all(isinstance(v, list) for v in reread["method.body"])
+
+
+def test_a_method_far_off_every_other_is_named_not_drawn_in_the_dimension_figure():
+    from icnn_bench.report.figures import _off_scale
+
+    rows = pd.DataFrame(
+        [
+            {"dim": d, "method_name": m, "test_nll": v * d + seed * 0.1}
+            for d in (4, 8, 16)
+            for seed in range(3)
+            for m, v in (("pgd", 1.3), ("lift", 1.2), ("exp", 1.25), ("negexp", 1e4))
+        ]
+    )
+    assert _off_scale(rows, "test_nll") == ["negexp"]
+    rows.loc[rows["method_name"] == "negexp", "test_nll"] = 1.4 * rows["dim"]
+    assert _off_scale(rows, "test_nll") == []  # merely the worst: drawn

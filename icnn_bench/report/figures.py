@@ -580,7 +580,10 @@ def dimension_figure(
         metric = "kl_mc" if "kl_mc" in rows and rows["kl_mc"].notna().any() else "test_nll"
         transport = "l2_uvp" in rows and rows["l2_uvp"].notna().any()
         metric = "l2_uvp" if transport else metric
+        off_scale = [] if transport else _off_scale(rows, metric)
         for i, method in enumerate(method_order(rows["method_name"].unique())):
+            if method in off_scale:
+                continue
             cell = rows[rows["method_name"] == method]
             stats = cell.groupby("dim")[metric].agg(["mean", "std"]).sort_index()
             ax.errorbar(
@@ -598,7 +601,9 @@ def dimension_figure(
         ax.set_ylabel(labels.get(metric, "test NLL (nats)"))
         if transport:
             ax.set_yscale("log")
-        ax.set_title(family)
+        ax.set_title(
+            family if not off_scale else f"{family}\n(off the scale: {', '.join(off_scale)})"
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     transport = "l2_uvp" in ok and ok["l2_uvp"].notna().any()
@@ -612,6 +617,17 @@ def dimension_figure(
     io.save_figure(path, fig)
     plt.close(fig)
     return path
+
+
+def _off_scale(rows: pd.DataFrame, metric: str) -> list[str]:
+    """Methods whose mean, at every d, lies more than ten times the spread between the best
+    and the typical method above the typical one (e.g. an NLL of 10^5 where the rest sit near
+    10): drawn, they would flatten every other line; the title names them instead."""
+    means = rows.groupby(["dim", "method_name"])[metric].mean().unstack()
+    typical, best = means.median(axis=1), means.min(axis=1)
+    limit = typical + 10 * (typical - best).clip(lower=1e-12)
+    beyond = means.gt(limit, axis=0).all(axis=0)
+    return sorted(beyond[beyond].index) if beyond.sum() < len(beyond) / 2 else []
 
 
 def cd_figure(board, path: Path) -> Path | None:
