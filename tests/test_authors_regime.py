@@ -256,3 +256,15 @@ def test_regime_authors_sets_every_difference_and_each_can_be_set_alone():
 def test_a_split_for_the_pool_default(tiny_config):
     split = Split(torch.zeros(10, 1), torch.zeros(2, 1), torch.zeros(2, 1))
     assert EvaluationPool(TrainerSettings(eval_pool=4), split, None, 0).draw(0).shape == (4, 1)
+
+
+def test_every_ebm_preset_trains_with_the_learned_sampler_under_regime_authors():
+    # a preset that picks its log Z by overriding the group would silently keep it
+    from icnn_bench import registry
+    from icnn_bench.compose import compose
+
+    fixed = {"tune_lr", "tuned"}  # tuned in our regime, on purpose: quadrature by group
+    for preset in set(registry.options("experiment")) - fixed:
+        config = compose([f"experiment={preset}", "regime=authors"])
+        if config["model"]["name"] == "icnn":
+            assert config["log_z"]["estimator"] == "learned_sampler", preset
