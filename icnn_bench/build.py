@@ -106,10 +106,6 @@ def spec_from_config(model_cfg: dict[str, Any], dim: int) -> ICNNSpec:
 # ---------------------------------------------------------------- log Z
 
 
-# an estimator named by log_z.estimator=... keeps the settings of the group it replaced
-_GROUP_HINT = " (choose an estimator by its group, e.g. log_z=importance, not log_z.estimator=)"
-
-
 def log_z_from_config(
     log_z_cfg: dict[str, Any] | None, target: Target, train: Tensor | None = None, seed: int = 0
 ):
@@ -128,6 +124,15 @@ def log_z_from_config(
             raise ConfigError(f"log_z.{unknown[0]} is not a setting of log_z=auto")
         own = QUADRATURE_SETTINGS if estimator == "quadrature" else IMPORTANCE_SETTINGS
         cfg = {k: v for k, v in cfg.items() if k in own}
+    elif estimator in ("quadrature", "importance"):
+        # log_z.estimator=... set by key keeps the settings of the group it replaced
+        own = QUADRATURE_SETTINGS if estimator == "quadrature" else IMPORTANCE_SETTINGS
+        other = [k for k in cfg if k in QUADRATURE_SETTINGS + IMPORTANCE_SETTINGS and k not in own]
+        if other:
+            raise ConfigError(
+                f"log_z.{other[0]} is not a setting of {estimator} log Z (choose an estimator "
+                f"by its group, e.g. log_z={estimator}, not log_z.estimator=)"
+            )
     if estimator == "importance":
         return _importance_from_config(cfg, target, train, seed)
     if estimator == "learned_sampler":
@@ -140,7 +145,7 @@ def log_z_from_config(
     try:
         return QuadratureLogZ(box, **cfg)
     except TypeError as error:
-        raise ConfigError(f"log_z (quadrature): {error}{_GROUP_HINT}") from None
+        raise ConfigError(f"log_z (quadrature): {error}") from None
 
 
 def _learned_from_config(cfg: dict[str, Any], target: Target, seed: int):
@@ -155,7 +160,7 @@ def _learned_from_config(cfg: dict[str, Any], target: Target, seed: int):
     try:
         return LearnedSamplerLogZ(target.dim, reference=reference, seed=seed, **cfg)
     except TypeError as error:
-        raise ConfigError(f"log_z (learned_sampler): {error}{_GROUP_HINT}") from None
+        raise ConfigError(f"log_z (learned_sampler): {error}") from None
 
 
 def _importance_from_config(cfg: dict[str, Any], target: Target, train: Tensor | None, seed: int):
@@ -178,7 +183,7 @@ def _importance_from_config(cfg: dict[str, Any], target: Target, train: Tensor |
     try:
         return ImportanceLogZ(sampler, seed=seed, **cfg)
     except TypeError as error:
-        raise ConfigError(f"log_z (importance): {error}{_GROUP_HINT}") from None
+        raise ConfigError(f"log_z (importance): {error}") from None
 
 
 # ---------------------------------------------------------------- models

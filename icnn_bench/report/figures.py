@@ -315,7 +315,8 @@ def transport_figure(runs: pd.DataFrame, path: Path, store: RunFiles | None = No
             for a, b, c, d in zip(shown["tx"], shown["ty"], shown["mx"], shown["my"], strict=True):
                 ax.plot([a, c], [b, d], color=colour, lw=0.5, alpha=0.7)
             (x0, x1), (y0, y1) = (
-                _padded_range(table[[a, b]]) for a, b in (("x", "tx"), ("y", "ty"))
+                _padded_range(table[["x", "tx"]]),
+                _padded_range(table[["y", "ty"]]),
             )
             ax.set_xlim(x0, x1), ax.set_ylim(y0, y1)
             outside = ~(table["mx"].between(x0, x1) & table["my"].between(y0, y1))
