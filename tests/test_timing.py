@@ -70,3 +70,29 @@ def test_the_cpflow_benchmark_runs_on_a_small_setting(tmp_path):
     frame = pd.read_csv(out.with_suffix(".csv"))
     assert {"cg", "exact, naive torch.func", "exact chunked, method=pgd"} <= set(frame.route)
     assert "relative difference" in out.read_text()  # the naive loss agreed with the model's
+
+
+def test_a_whole_bench_run_times_every_evaluation_and_computes_the_same(
+    tiny_config, tmp_path, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench
+
+    plain_job = prepare(tiny_config("pgd"), tmp_path / "plain")
+    _loop(plain_job, OneSeed(plain_job.model, plain_job.settings), 12, 5)
+    job = prepare(tiny_config("pgd"), tmp_path / "whole")
+    wall, spent, evaluations = bench._whole_run(job, 12, 5)
+    assert evaluations == 4  # steps 0, 5, 10 and the last
+    assert 0 < spent < wall
+    assert torch.equal(job.model.method.params["W1"], plain_job.model.method.params["W1"])
+
+
+def test_the_icnn_work_of_a_step_counts_each_estimators_points(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench
+
+    exact = bench.icnn_points(prepare(tiny_config("pgd"), tmp_path / "exact"), 0.0)
+    assert exact == {"batch": 3 * 64, "log_z": 3 * 128, "sampler": 0.0}
+    sampler = {"estimator": "learned_sampler", "train_samples": 100, "kl_samples": 30}
+    job = prepare(tiny_config("pgd", log_z=sampler), tmp_path / "authors")
+    assert bench.icnn_points(job, 2.0) == {"batch": 192, "log_z": 300, "sampler": 2 * 230}
