@@ -103,6 +103,65 @@ class Sweep:
     report_to: Path | None
     seconds: float = 0.0
     code: int = 0
+    began: str = ""  # date and time it started, and the load average then and at its end
+    load: str = ""
+
+
+def timing_row(s: Sweep) -> str:
+    return f"| {s.name} | {s.regime} | {s.began} | {s.seconds / 60:.1f} min | {s.load} | {s.code} |"
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def committed_seconds(sweep: Sweep, results: Path) -> list[float]:
+    """Each committed run's own wall time (runs.csv wall_s) for this sweep's table; a switch
+    sweep's from results/regime_comparison (its rows of that switch and those methods)."""
+    import pandas as pd
+
+    if sweep.name.startswith("switch: "):
+        path = results / "regime_comparison" / "runs.csv"
+    else:
+        path = results / sweep.name / "runs.csv"
+    if not path.exists():
+        return []
+    frame = pd.read_csv(path)
+    if sweep.name.startswith("switch: "):
+        frame = frame[frame["regime"] == sweep.name.removeprefix("switch: ")]
+        methods = next((o for o in sweep.overrides if o.startswith("method=")), "")
+        frame = frame[frame["method"].isin(methods.removeprefix("method=").split(","))]
+    return [float(x) for x in frame["wall_s"].dropna()]
+
+
+def estimate(sweeps: list[Sweep], results: Path, jobs: int) -> str:
+    """What the committed runs' own times say this command will take: an estimate (they
+    were measured on 2 busy cores, some before later speed-ups), not a measurement."""
+    lines = [
+        "| table | runs | committed run time | on --jobs | longest run |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    total, longest = 0.0, 0.0
+    for sweep in sweeps:
+        seconds = committed_seconds(sweep, results)
+        if not seconds:
+            lines.append(f"| {sweep.name} | ? | (none committed) | | |")
+            continue
+        total, longest = total + sum(seconds), max(longest, max(seconds))
+        lines.append(
+            f"| {sweep.name} | {len(seconds)} | {sum(seconds) / 3600:.2f} h | "
+            f"{sum(seconds) / jobs / 3600:.2f} h | {max(seconds) / 60:.1f} min |"
+        )
+    lines.append(
+        f"| **all** | | **{total / 3600:.1f} h** | **{total / jobs / 3600:.1f} h** | "
+        f"{longest / 60:.1f} min |"
+    )
+    return (
+        f"Estimated from the committed runs' own wall times (results/*/runs.csv; an estimate: "
+        f"measured with both cores busy, on the code of their day), {jobs} parallel jobs; "
+        "on a cluster with a job per run it is about the longest run plus queueing:\n\n"
+        + "\n".join(lines)
+    )
 
 
 def icnn_bench(*args: str) -> list[str]:
@@ -222,6 +281,7 @@ def run_concurrently(sweeps: list[Sweep], args: argparse.Namespace, launcher: li
     running = {}
     for sweep in sweeps:
         command = command_of(sweep, args, launcher)
+        sweep.began, sweep.load = time.strftime("%Y-%m-%d %H:%M"), load_average()
         print(f"$ icnn-bench {' '.join(shlex.quote(c) for c in command[3:])} &", flush=True)
         if not args.dry_run:
             running[sweep.name] = (sweep, subprocess.Popen(command, env=env))
@@ -231,6 +291,7 @@ def run_concurrently(sweeps: list[Sweep], args: argparse.Namespace, launcher: li
             if code is None:
                 continue
             sweep.seconds, sweep.code = time.perf_counter() - started, code
+            sweep.load = f"{sweep.load} → {load_average()}"
             del running[name]
             report_of(sweep, args)
         time.sleep(1.0)
@@ -267,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.launcher is None:  # this machine: one sweep after another, each on every core
         launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
         for sweep in sweeps:
+            sweep.began, load = time.strftime("%Y-%m-%d %H:%M"), load_average()
             sweep.seconds, sweep.code = run(command_of(sweep, args, launcher), args.dry_run)
+            sweep.load = f"{load} → {load_average()}"
             report_of(sweep, args)
     else:  # a cluster: every sweep submitted at once, each reported as soon as it ends
         run_concurrently(sweeps, args, [f"hydra/launcher={args.launcher}"])
@@ -289,19 +352,22 @@ def main(argv: list[str] | None = None) -> int:
         print("$ python scripts/regime_comparison.py ...", flush=True)
         if not args.dry_run:
             subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
+    if args.dry_run:
+        print("\n" + estimate(sweeps, ROOT / "results", args.jobs))
+        return 0
     timings = [(s.name, s.regime, s.seconds, s.code) for s in sweeps]
     lines = [
-        "| table | regime | wall time | exit |",
-        "|---|---|---:|---|",
-        *(f"| {n} | {r} | {s / 60:.1f} min | {c} |" for n, r, s, c in timings),
+        "| table | regime | began | wall time | load (1/5/15 min) start → end | exit |",
+        "|---|---|---|---:|---|---|",
+        *(timing_row(s) for s in sweeps),
     ]
     if args.launcher is None:
         for regime in ("exact", "authors"):
             total = sum(s for _, r, s, _ in timings if r == regime)
             if total:
-                lines.append(f"| **all {regime}** | | **{total / 60:.1f} min** | |")
+                lines.append(f"| **all {regime}** | | | **{total / 60:.1f} min** | | |")
     whole = (time.perf_counter() - begun) / 60
-    lines.append(f"| **the whole reproduction** | | **{whole:.1f} min** | |")
+    lines.append(f"| **the whole reproduction** | | | **{whole:.1f} min** | | |")
     text = "\n".join(lines)
     print("\n" + text)
     if not args.dry_run and not args.extra and only is None:

@@ -48,6 +48,8 @@ def test_the_dry_run_lists_every_table():
         assert f"| {name} |" in done.stdout
     assert "regime_comparison.py" in done.stdout
     assert "leaderboard_mnist" not in done.stdout  # the field's tables only when asked
+    assert "Estimated from the committed runs' own wall times" in done.stdout
+    assert "| paper_1d | 120 |" in done.stdout  # results/paper_1d/runs.csv's runs
     field = subprocess.run(
         [sys.executable, str(SCRIPT), "--dry-run", "--field", "--regime", "exact"],
         capture_output=True, text=True, timeout=60,
@@ -89,3 +91,21 @@ def test_on_a_cluster_every_sweep_is_submitted_at_once_and_reported_when_it_ends
     for name in ("paper_1d", "paper_ablation"):
         assert (tmp_path / "runs" / "reports" / name / "table.md").exists()
     assert "the whole reproduction" in done.stdout
+
+
+def test_the_estimate_counts_only_the_runs_a_switch_sweep_makes(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import pandas as pd
+    import reproduce
+
+    results = SCRIPT.parents[1] / "results"
+    name = "fresh evaluation batch"  # the committed rows hold all three methods
+    sweep = reproduce.Sweep(
+        f"switch: {name}", "authors", (*reproduce.SWITCH_SWEEP, *reproduce.SWITCHES[name]), None
+    )
+    runs = pd.read_csv(results / "regime_comparison" / "runs.csv")
+    mine = runs[(runs.regime == name) & (runs.method == "lift")]
+    assert sorted(reproduce.committed_seconds(sweep, results)) == sorted(mine.wall_s.tolist())
+    assert len(mine) < (runs.regime == name).sum()
+    missing = reproduce.Sweep("no_such_table", "exact", (), None)
+    assert reproduce.committed_seconds(missing, results) == []
