@@ -5,15 +5,17 @@ all cores (joblib), its report into results/<name>, and a table of wall time per
     python scripts/reproduce.py --regime exact       # the exact-regime tables only
     python scripts/reproduce.py --only paper_1d      # one table
     python scripts/reproduce.py --field              # also the leaderboards, OT, authors_2d, ...
-    python scripts/reproduce.py --dry-run            # the commands, without running them
+    python scripts/reproduce.py --dry-run            # the commands and an estimate of their
+                                                     # time (committed runs' own), not run
 
 Resumable like any sweep: run the same command again and finished runs are kept, the others
 continue from their checkpoints (sweep folders under --runs, default runs/). The timings go
-to results/reproduce.md. A report folder that holds a finished report this command did not
-make from the same sweep folder (the committed results/, say) is not overwritten without
---force. `--extra` overrides are passed to every sweep; their reports then go to
-<runs>/reports unless --results says otherwise (a smoke test never touches results/):
---extra trainer.steps=4 target=gumbel method=pgd,lift seed=0.
+to results/reproduce.md (results/reproduce_partial.md for --only or --regime). A report
+folder that holds a finished report this command did not make from the same sweep folder (the
+committed results/, say) is not overwritten without --force. `--extra` overrides are passed
+to every sweep; their reports then go to <runs>/reports unless --results says otherwise (a
+smoke test never touches results/): --extra trainer.steps=4 target=gumbel method=pgd,lift
+seed=0.
 """
 
 from __future__ import annotations
@@ -354,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
     if args.dry_run:
         print("\n" + estimate(sweeps, ROOT / "results", args.jobs))
+        if args.extra:
+            print("(for the committed configurations: --extra changes what will run)")
         return 0
     timings = [(s.name, s.regime, s.seconds, s.code) for s in sweeps]
     lines = [
@@ -370,12 +374,18 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"| **the whole reproduction** | | | **{whole:.1f} min** | | |")
     text = "\n".join(lines)
     print("\n" + text)
-    if not args.dry_run and not args.extra and only is None:
+    if not args.dry_run and not args.extra:  # a part of it goes to its own file
+        everything = only is None and args.regime == "all"
+        chosen = [f"--regime {args.regime}"] if args.regime != "all" else []
+        chosen += [f"--only {args.only}"] if args.only else []
+        chosen += ["--field"] if args.field else []
         header = (
-            "# Reproducing every table\n\n`python scripts/reproduce.py` on "
+            f"# Reproducing {'every table' if everything else 'some of the tables'}\n\n"
+            f"`{' '.join(['python scripts/reproduce.py', *chosen])}` on "
             f"{os.cpu_count()} cores ({args.jobs} parallel jobs), {time.strftime('%Y-%m-%d')}:\n\n"
         )
-        (args.results / "reproduce.md").write_text(header + text + "\n")
+        name = "reproduce.md" if everything else "reproduce_partial.md"
+        (args.results / name).write_text(header + text + "\n")
     return 1 if any(code for *_, code in timings) else 0
 
 

@@ -130,7 +130,12 @@ LONG = ["trainer.steps=20000", "trainer.eval_every=1000", "trainer.checkpoint_ev
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = "from icnn_bench.cli import main; main()"
+    # a shell's background job inherits SIGINT ignored, and Python then keeps it ignored:
+    # give the child the terminal's Ctrl-C, as a user at a terminal has it
+    script = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from icnn_bench.cli import main; main()"
+    )
     return subprocess.Popen(
         [sys.executable, "-c", script, *args],
         cwd=cwd,

@@ -109,3 +109,21 @@ def test_the_estimate_counts_only_the_runs_a_switch_sweep_makes(monkeypatch):
     assert len(mine) < (runs.regime == name).sum()
     missing = reproduce.Sweep("no_such_table", "exact", (), None)
     assert reproduce.committed_seconds(missing, results) == []
+
+
+def test_a_part_of_the_reproduction_writes_its_timings_apart_from_the_whole(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import reproduce
+
+    ran = []
+    monkeypatch.setattr(reproduce, "run", lambda command, dry: ran.append(command) or (60.0, 0))
+    results = tmp_path / "results"
+    results.mkdir()
+    args = ["--only", "paper_1d", "--runs", str(tmp_path / "runs"), "--results", str(results)]
+    assert reproduce.main(args) == 0
+    assert len(ran) == 2  # the sweep and its report, not run here
+    assert not (results / "reproduce.md").exists()  # not the whole reproduction's file
+    text = (results / "reproduce_partial.md").read_text()
+    assert "`python scripts/reproduce.py --only paper_1d`" in text
+    assert "| paper_1d | exact | 20" in text and "| 1.0 min |" in text
+    assert str(tmp_path) not in text  # no machine paths in a committed file
