@@ -172,9 +172,6 @@ WHOLE_RUNS = [
 ]
 
 
-UNREACHABLE = "Not met, and not reachable without changing what their regime computes:"
-
-
 def whole_runs(repeats: int, cache: Path) -> list[dict[str, Any]]:
     """Whole runs of the package's loop (warm-up, the step-0 evaluation, every step and
     evaluation; not the build), the arms of a comparison in turn, `repeats` times: median
@@ -504,14 +501,21 @@ def main(argv: list[str] | None = None) -> None:
     softplus_ms = float(one_d.loc["softplus", "ms_per_step"])
     lift_floor_ratio = (softplus_ms + lift_floor_ms) / softplus_ms
     lift_rest_ms = float(one_d.loc["lift", "ms_per_step"]) - softplus_ms - lift_floor_ms
-    if lift_floor_ratio >= 2.0:
+    if lift_floor_ratio >= 2.2:  # a margin: ratios move ~10% between runs
         lift_floor_verdict = "The 2× target is below this floor."
     else:
         lift_floor_verdict = (
-            f"The 2× target leaves {(2.0 - lift_floor_ratio) * softplus_ms:.2f} ms for all the "
-            "rest the lift does beyond a softplus step (its summary network, writing and "
-            f"clipping its readout's gradient), which takes {lift_rest_ms:.2f} ms today."
+            "The 2× target is about at this floor (ratios move ~10% between runs): it leaves "
+            f"{(2.0 - lift_floor_ratio) * softplus_ms:.2f} ms for all the rest the lift does "
+            "beyond a softplus step (its summary network, writing and clipping its readout's "
+            f"gradient), which takes {lift_rest_ms:.2f} ms today."
         )
+    exact_pgd_ms = float(one_d.loc["pgd", "ms_per_step"])
+    authors_pgd_ms = float(authors.loc["pgd", "ms_per_step"])
+    allowed_ms = 2.5 * exact_pgd_ms
+    authors_floor_ms = floor["compute_floor_ms"] * (
+        sum(work["authors"].values()) / sum(work["exact"].values())
+    )
     runs = whole.set_index(["comparison", "arm"])
     eval_share = float(runs.loc[("evaluation share", "pgd"), "eval_share"])
     lift_run = float(runs.loc[("lift against softplus", "lift"), "x_first"])
@@ -601,20 +605,29 @@ median of {3 if args.quick else 5}; `eval s` is the time spent in the loop's eva
 
 - Evaluations in a 3000-step pgd run, evaluating every 200 steps: **{eval_share:.1%}** of
   the run (target: at most 5%). {"Met." if eval_share <= 0.05 else "Not met."}
-- A 600-step lift run with one evaluation against the same softplus run: **{lift_run:.2f}×**
-  (target: at most 2.0×). {"Met." if lift_run <= 2.0 else "Not met: see the lift's step below."}
-- A 1000-step pgd run in the authors' regime against ours (evaluating every 200 steps; their
-  run also fits its sampler for 500 steps first): **{authors_run:.2f}×**; per step (first
-  table) {authors_pgd_step:.2f}× (target: at most 2.5×). {
-        "Met." if authors_run <= 2.5 else UNREACHABLE
+- A 600-step lift run evaluated at its start and end against the same softplus run:
+  **{lift_run:.2f}×** (target: at most 2.0×). {
+        "Met." if lift_run <= 2.0 else "Not met: see the lift's step below."
     }
-  an authors' step passes {sum(work["authors"].values()):.0f} point-passes through the ICNN
+- A 1000-step pgd run in the authors' regime against ours (evaluating every 200 steps; their
+  run also fits its sampler for 500 steps first, which the ratio includes):
+  **{authors_run:.2f}×**; per step (first table) {authors_pgd_step:.2f}× (target: at most
+  2.5×). {"Met." if authors_run <= 2.5 else "Not met."} An authors' step passes {
+        sum(work["authors"].values()):.0f} point-passes through the ICNN
   (batch {work["authors"]["batch"]:.0f}, the 1024-draw log Z {work["authors"]["log_z"]:.0f},
   the sampler's steps and KL checks {work["authors"]["sampler"]:.0f}) against our step's
   {sum(work["exact"].values()):.0f} (batch {work["exact"]["batch"]:.0f}, the quadrature nodes
   {work["exact"]["log_z"]:.0f}): **{work_ratio:.1f}×** the arithmetic, before the sampler's
   own flow. A point-pass is one point through the ICNN forward (forward and backward to the
-  parameters: 3; to the input only, as a sampler step needs: 2).
+  parameters: 3; to the input only, as a sampler step needs: 2). At the measured sgemm rate
+  (Floors, below) their step's matrix arithmetic alone is {authors_floor_ms:.2f} ms; the
+  target allows their step {allowed_ms:.2f} ms (2.5× our {exact_pgd_ms:.2f} ms step) and it
+  takes {authors_pgd_ms:.2f} ms. Meeting it needs their step within
+  {allowed_ms / authors_floor_ms:.1f}× of that floor (before the softplus transcendentals,
+  the sampler's flow and its Adam steps) while ours runs at
+  {exact_pgd_ms / floor["compute_floor_ms"]:.1f}× of its own. A profile (2026-12-06) put
+  ~60% of their step in the matrix products, their additions, softplus and its backward, and
+  ~40% in small operations (the flow's spline, Adam, autograd's bookkeeping).
 
 ## The lift's step against softplus (1-D gallery, emit: all)
 

@@ -107,10 +107,15 @@ class Sweep:
     code: int = 0
     began: str = ""  # date and time it started, and the load average then and at its end
     load: str = ""
+    resumed: bool = False  # its sweep folder was there before: the time is only this part's
 
 
 def timing_row(s: Sweep) -> str:
-    return f"| {s.name} | {s.regime} | {s.began} | {s.seconds / 60:.1f} min | {s.load} | {s.code} |"
+    resumed = "yes" if s.resumed else "no"
+    return (
+        f"| {s.name} | {s.regime} | {s.began} | {s.seconds / 60:.1f} min | {s.load} | "
+        f"{resumed} | {s.code} |"
+    )
 
 
 def load_average() -> str:
@@ -283,6 +288,7 @@ def run_concurrently(sweeps: list[Sweep], args: argparse.Namespace, launcher: li
     running = {}
     for sweep in sweeps:
         command = command_of(sweep, args, launcher)
+        sweep.resumed = folder(sweep, args).exists()
         sweep.began, sweep.load = time.strftime("%Y-%m-%d %H:%M"), load_average()
         print(f"$ icnn-bench {' '.join(shlex.quote(c) for c in command[3:])} &", flush=True)
         if not args.dry_run:
@@ -297,6 +303,27 @@ def run_concurrently(sweeps: list[Sweep], args: argparse.Namespace, launcher: li
             del running[name]
             report_of(sweep, args)
         time.sleep(1.0)
+
+
+def write_timings(args: argparse.Namespace, sweeps: list[Sweep], all_tables: bool, text: str):
+    """reproduce.md only for every table in one go (none resumed, none failed); anything
+    less to reproduce_partial.md, saying why, so it is never taken for the whole."""
+    why = [] if all_tables else ["some of the tables"]
+    if any(s.resumed for s in sweeps):
+        why.append("resumed: a time covers only what ran in this command")
+    if any(s.code for s in sweeps):
+        why.append("a sweep failed (exit)")
+    chosen = [f"--regime {args.regime}"] if args.regime != "all" else []
+    chosen += [f"--only {args.only}"] if args.only else []
+    chosen += ["--field"] if args.field else []
+    header = (
+        f"# Reproducing {'every table' if not why else 'the tables, in part'}\n\n"
+        + (f"Not the whole reproduction in one go: {'; '.join(why)}.\n\n" if why else "")
+        + f"`{' '.join(['python scripts/reproduce.py', *chosen])}` on {os.cpu_count()} cores "
+        f"({args.jobs} parallel jobs), {time.strftime('%Y-%m-%d')}:\n\n"
+    )
+    name = "reproduce_partial.md" if why else "reproduce.md"
+    (args.results / name).write_text(header + text + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.launcher is None:  # this machine: one sweep after another, each on every core
         launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
         for sweep in sweeps:
+            sweep.resumed = folder(sweep, args).exists()
             sweep.began, load = time.strftime("%Y-%m-%d %H:%M"), load_average()
             sweep.seconds, sweep.code = run(command_of(sweep, args, launcher), args.dry_run)
             sweep.load = f"{load} → {load_average()}"
@@ -361,31 +389,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     timings = [(s.name, s.regime, s.seconds, s.code) for s in sweeps]
     lines = [
-        "| table | regime | began | wall time | load (1/5/15 min) start → end | exit |",
-        "|---|---|---|---:|---|---|",
+        "| table | regime | began | wall time | load (1/5/15 min) start → end | resumed | exit |",
+        "|---|---|---|---:|---|---|---|",
         *(timing_row(s) for s in sweeps),
     ]
     if args.launcher is None:
         for regime in ("exact", "authors"):
             total = sum(s for _, r, s, _ in timings if r == regime)
             if total:
-                lines.append(f"| **all {regime}** | | | **{total / 60:.1f} min** | | |")
+                lines.append(f"| **all {regime}** | | | **{total / 60:.1f} min** | | | |")
     whole = (time.perf_counter() - begun) / 60
-    lines.append(f"| **the whole reproduction** | | | **{whole:.1f} min** | | |")
+    lines.append(f"| **the whole reproduction** | | | **{whole:.1f} min** | | | |")
     text = "\n".join(lines)
     print("\n" + text)
-    if not args.dry_run and not args.extra:  # a part of it goes to its own file
-        everything = only is None and args.regime == "all"
-        chosen = [f"--regime {args.regime}"] if args.regime != "all" else []
-        chosen += [f"--only {args.only}"] if args.only else []
-        chosen += ["--field"] if args.field else []
-        header = (
-            f"# Reproducing {'every table' if everything else 'some of the tables'}\n\n"
-            f"`{' '.join(['python scripts/reproduce.py', *chosen])}` on "
-            f"{os.cpu_count()} cores ({args.jobs} parallel jobs), {time.strftime('%Y-%m-%d')}:\n\n"
-        )
-        name = "reproduce.md" if everything else "reproduce_partial.md"
-        (args.results / name).write_text(header + text + "\n")
+    if not args.dry_run and not args.extra:
+        write_timings(args, sweeps, only is None and args.regime == "all", text)
     return 1 if any(code for *_, code in timings) else 0
 
 
