@@ -108,6 +108,7 @@ class Sweep:
     began: str = ""  # date and time it started, and the load average then and at its end
     load: str = ""
     resumed: bool = False  # its sweep folder was there before: the time is only this part's
+    done: bool = False  # it has ended (its report written)
 
 
 def timing_row(s: Sweep) -> str:
@@ -279,7 +280,9 @@ def report_of(sweep: Sweep, args: argparse.Namespace) -> None:
     sweep.code = sweep.code or reported
 
 
-def run_concurrently(sweeps: list[Sweep], args: argparse.Namespace, launcher: list[str]) -> None:
+def run_concurrently(
+    sweeps: list[Sweep], args: argparse.Namespace, launcher: list[str], began: float
+) -> None:
     """Start every sweep command at once (each submits its jobs and waits for them), and
     write each report as soon as its sweep ends: the whole reproduction takes the time of
     its longest sweep."""
@@ -302,13 +305,47 @@ def run_concurrently(sweeps: list[Sweep], args: argparse.Namespace, launcher: li
             sweep.load = f"{sweep.load} → {load_average()}"
             del running[name]
             report_of(sweep, args)
+            sweep.done = True
+            keep_progress(args, sweeps, False, began)
         time.sleep(1.0)
 
 
-def write_timings(args: argparse.Namespace, sweeps: list[Sweep], all_tables: bool, text: str):
+def timings_table(sweeps: list[Sweep], one_machine: bool, began: float, so_far=False) -> str:
+    """The timing rows of the sweeps that have ended, the regimes' sums and the time so far."""
+    ended = [s for s in sweeps if s.done]
+    lines = [
+        "| table | regime | began | wall time | load (1/5/15 min) start → end | resumed | exit |",
+        "|---|---|---|---:|---|---|---|",
+        *(timing_row(s) for s in ended),
+    ]
+    if one_machine:
+        for regime in ("exact", "authors"):
+            total = sum(s.seconds for s in ended if s.regime == regime)
+            if total:
+                lines.append(f"| **all {regime}** | | | **{total / 60:.1f} min** | | | |")
+    whole = (time.perf_counter() - began) / 60
+    label = "so far (this command)" if so_far else "the whole reproduction"
+    lines.append(f"| **{label}** | | | **{whole:.1f} min** | | | |")
+    return "\n".join(lines)
+
+
+def keep_progress(args: argparse.Namespace, sweeps: list[Sweep], one_machine: bool, began: float):
+    """After each sweep, the times so far to reproduce_partial.md: a reproduction cut short
+    (a session's end, a dead machine) keeps what it measured."""
+    if args.dry_run or args.extra:
+        return
+    ended = sum(s.done for s in sweeps)
+    why = f"{ended} of {len(sweeps)} sweeps ended when this was written (stopped or still running)"
+    text = timings_table(sweeps, one_machine, began, so_far=True)
+    write_timings(args, sweeps, False, text, progress=why)
+
+
+def write_timings(
+    args: argparse.Namespace, sweeps: list[Sweep], all_tables: bool, text: str, progress: str = ""
+) -> None:
     """reproduce.md only for every table in one go (none resumed, none failed); anything
     less to reproduce_partial.md, saying why, so it is never taken for the whole."""
-    why = [] if all_tables else ["some of the tables"]
+    why = [progress] if progress else [] if all_tables else ["some of the tables"]
     if any(s.resumed for s in sweeps):
         why.append("resumed: a time covers only what ran in this command")
     if any(s.code for s in sweeps):
@@ -323,7 +360,10 @@ def write_timings(args: argparse.Namespace, sweeps: list[Sweep], all_tables: boo
         f"({args.jobs} parallel jobs), {time.strftime('%Y-%m-%d')}:\n\n"
     )
     name = "reproduce_partial.md" if why else "reproduce.md"
+    args.results.mkdir(parents=True, exist_ok=True)
     (args.results / name).write_text(header + text + "\n")
+    if not why:  # the whole one supersedes this command's own progress file
+        (args.results / "reproduce_partial.md").unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,8 +402,10 @@ def main(argv: list[str] | None = None) -> int:
             sweep.seconds, sweep.code = run(command_of(sweep, args, launcher), args.dry_run)
             sweep.load = f"{load} → {load_average()}"
             report_of(sweep, args)
+            sweep.done = True
+            keep_progress(args, sweeps, True, begun)
     else:  # a cluster: every sweep submitted at once, each reported as soon as it ends
-        run_concurrently(sweeps, args, [f"hydra/launcher={args.launcher}"])
+        run_concurrently(sweeps, args, [f"hydra/launcher={args.launcher}"], begun)
     if comparison:
         switched = [
             arg
@@ -387,24 +429,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.extra:
             print("(for the committed configurations: --extra changes what will run)")
         return 0
-    timings = [(s.name, s.regime, s.seconds, s.code) for s in sweeps]
-    lines = [
-        "| table | regime | began | wall time | load (1/5/15 min) start → end | resumed | exit |",
-        "|---|---|---|---:|---|---|---|",
-        *(timing_row(s) for s in sweeps),
-    ]
-    if args.launcher is None:
-        for regime in ("exact", "authors"):
-            total = sum(s for _, r, s, _ in timings if r == regime)
-            if total:
-                lines.append(f"| **all {regime}** | | | **{total / 60:.1f} min** | | | |")
-    whole = (time.perf_counter() - begun) / 60
-    lines.append(f"| **the whole reproduction** | | | **{whole:.1f} min** | | | |")
-    text = "\n".join(lines)
+    for sweep in sweeps:
+        sweep.done = True
+    text = timings_table(sweeps, args.launcher is None, begun)
     print("\n" + text)
     if not args.dry_run and not args.extra:
         write_timings(args, sweeps, only is None and args.regime == "all", text)
-    return 1 if any(code for *_, code in timings) else 0
+    return 1 if any(s.code for s in sweeps) else 0
 
 
 if __name__ == "__main__":

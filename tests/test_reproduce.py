@@ -147,9 +147,35 @@ def test_only_a_whole_reproduction_in_one_go_writes_reproduce_md(tmp_path, monke
     whole = (results / "reproduce.md").read_text()
     assert whole.startswith("# Reproducing every table") and "| paper_1d_authors |" in whole
     assert "Not the whole" not in whole
+    assert not (results / "reproduce_partial.md").exists()  # its progress file is superseded
     (runs / "paper_1d").mkdir(parents=True)  # run again over a sweep folder: resumed
     assert reproduce.main(args) == 0
     assert (results / "reproduce.md").read_text() == whole  # the whole one is kept
     again = (results / "reproduce_partial.md").read_text()
     assert "resumed: a time covers only what ran in this command" in again
     assert "| paper_1d | exact |" in again and "| yes | 0 |" in again
+
+
+def test_a_reproduction_cut_short_keeps_the_times_it_measured(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import reproduce
+
+    calls = []
+
+    def run(command, dry):  # the first sweep and its report end; the session ends in the second
+        calls.append(command)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return 120.0, 0
+
+    monkeypatch.setattr(reproduce, "run", run)
+    results = tmp_path / "results"
+    args = ["--only", "paper_1d,paper_latents", "--runs", str(tmp_path / "runs"),
+            "--results", str(results)]  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.main(args)
+    text = (results / "reproduce_partial.md").read_text()
+    assert "1 of 2 sweeps ended when this was written" in text
+    assert re.search(r"\| paper_1d \| exact \| .+ \| 2\.0 min \|", text), text
+    assert "| paper_latents |" not in text and "**so far (this command)**" in text
+    assert not (results / "reproduce.md").exists()
