@@ -10,7 +10,8 @@ all cores (joblib), its report into results/<name>, and a table of wall time per
 
 Resumable like any sweep: run the same command again and finished runs are kept, the others
 continue from their checkpoints (sweep folders under --runs, default runs/). The timings go
-to results/reproduce.md (results/reproduce_partial.md for --only or --regime). A report
+to results/reproduce.md (results/reproduce_partial.md for --only or --regime, and after each
+sweep while it runs, so a reproduction cut short keeps what it measured). A report
 folder that holds a finished report this command did not make from the same sweep folder (the
 committed results/, say) is not overwritten without --force. `--extra` overrides are passed
 to every sweep; their reports then go to <runs>/reports unless --results says otherwise (a
