@@ -16,7 +16,7 @@ from torch import Tensor
 
 from icnn_bench.loop import Stepper
 
-__all__ = ["TimedStepper", "load_average", "machine_description", "quartiles"]
+__all__ = ["TimedStepper", "cpu_name", "load_average", "machine_description", "quartiles"]
 
 
 class TimedStepper(Stepper):
@@ -90,16 +90,19 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return float(q[0]), float(q[1]), float(q[2])
 
 
-def machine_description() -> str:
-    """CPU, core count, Python, torch and its thread counts, in one line."""
-    cpu = platform.processor() or "unknown CPU"
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo, else what platform knows)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def machine_description() -> str:
+    """CPU, core count, Python, torch and its thread counts, in one line."""
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
+        f"{cpu_name()}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), "
         f"{torch.get_num_interop_threads()} inter-op thread(s)"
     )

@@ -193,6 +193,19 @@ def run(command: list[str], dry: bool) -> tuple[float, int]:
     return time.perf_counter() - started, code
 
 
+def machine() -> str:
+    """The CPU and software the times were measured on (the same code runs 2-3x apart on
+    the machines this project is lent)."""
+    from importlib.metadata import version
+
+    from icnn_bench.timing import cpu_name
+
+    return (
+        f"{cpu_name()}, {os.cpu_count()} logical CPUs, Python {sys.version.split()[0]}, "
+        f"torch {version('torch')}, one thread per job"
+    )
+
+
 MADE_BY = ".made_by.json"  # in a report folder this script wrote: the sweep it came from
 
 
@@ -358,7 +371,7 @@ def write_timings(
         f"# Reproducing {'every table' if not why else 'the tables, in part'}\n\n"
         + (f"Not the whole reproduction in one go: {'; '.join(why)}.\n\n" if why else "")
         + f"`{' '.join(['python scripts/reproduce.py', *chosen])}` on {os.cpu_count()} cores "
-        f"({args.jobs} parallel jobs), {time.strftime('%Y-%m-%d')}:\n\n"
+        f"({args.jobs} parallel jobs), {time.strftime('%Y-%m-%d')}, on {machine()}:\n\n"
     )
     name = "reproduce_partial.md" if why else "reproduce.md"
     args.results.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,9 @@ def test_a_part_of_the_reproduction_writes_its_timings_apart_from_the_whole(tmp_
     )
     assert row.search(text), text
     assert "Not the whole reproduction in one go: some of the tables." in text
+    from icnn_bench.timing import cpu_name
+
+    assert f"on {cpu_name()}, " in text  # times are read against the machine that made them
     assert str(tmp_path) not in text  # no machine paths in a committed file
 
 
