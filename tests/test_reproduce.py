@@ -91,7 +91,7 @@ def test_on_a_cluster_every_sweep_is_submitted_at_once_and_reported_when_it_ends
     assert len(started) == 2  # both submitted before either was waited for
     for name in ("paper_1d", "paper_ablation"):
         assert (tmp_path / "runs" / "reports" / name / "table.md").exists()
-    assert "the whole reproduction" in done.stdout
+    assert "| **this command** |" in done.stdout  # a part: its total is not the whole's
 
 
 def test_the_estimate_counts_only_the_runs_a_switch_sweep_makes(monkeypatch):
@@ -142,13 +142,15 @@ def test_only_a_whole_reproduction_in_one_go_writes_reproduce_md(tmp_path, monke
     import reproduce
 
     monkeypatch.setattr(reproduce, "run", lambda command, dry: (6.0, 0))
-    monkeypatch.setattr(reproduce.subprocess, "run", lambda *a, **k: None)  # the comparison
+    comparison_ok = lambda command, **k: subprocess.CompletedProcess(command, 0)  # noqa: E731
+    monkeypatch.setattr(reproduce.subprocess, "run", comparison_ok)
     results, runs = tmp_path / "results", tmp_path / "runs"
     results.mkdir()
     args = ["--runs", str(runs), "--results", str(results)]
     assert reproduce.main(args) == 0
     whole = (results / "reproduce.md").read_text()
     assert whole.startswith("# Reproducing every table") and "| paper_1d_authors |" in whole
+    assert "| **the whole reproduction** |" in whole
     assert "Not the whole" not in whole
     assert not (results / "reproduce_partial.md").exists()  # its progress file is superseded
     (runs / "paper_1d").mkdir(parents=True)  # run again over a sweep folder: resumed
@@ -182,3 +184,25 @@ def test_a_reproduction_cut_short_keeps_the_times_it_measured(tmp_path, monkeypa
     assert re.search(r"\| paper_1d \| exact \| .+ \| 2\.0 min \|", text), text
     assert "| paper_latents |" not in text and "**so far (this command)**" in text
     assert not (results / "reproduce.md").exists()
+
+
+def test_the_authors_regime_alone_compares_with_the_committed_exact_runs(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import reproduce
+
+    monkeypatch.setattr(reproduce, "run", lambda command, dry: (6.0, 0))
+    compared = []
+
+    def comparison_fails(command, **kwargs):
+        compared.append(command)
+        return subprocess.CompletedProcess(command, 1)
+
+    monkeypatch.setattr(reproduce.subprocess, "run", comparison_fails)
+    results = tmp_path / "results"
+    args = ["--regime", "authors", "--runs", str(tmp_path / "runs"), "--results", str(results)]
+    assert reproduce.main(args) == 1  # a failed comparison is not a success
+    (command,) = compared
+    exact = Path(command[command.index("--exact") + 1])
+    assert exact == SCRIPT.parent.parent / "results" / "paper_1d"  # no exact sweep ran here
+    assert (exact / "runs.csv").is_file()
+    assert "| **this command** |" in (results / "reproduce_partial.md").read_text()
