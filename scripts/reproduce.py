@@ -340,13 +340,10 @@ def timings_table(
             if total:
                 lines.append(f"| **all {regime}** | | | **{total / 60:.1f} min** | | | |")
     whole = (time.perf_counter() - began) / 60
-    label = (
-        "so far (this command)"
-        if so_far
-        else "the whole reproduction"
-        if every_table
-        else "this command"
-    )
+    if so_far:
+        label = "so far (this command)"
+    else:
+        label = "the whole reproduction" if every_table else "this command"
     lines.append(f"| **{label}** | | | **{whole:.1f} min** | | | |")
     return "\n".join(lines)
 
